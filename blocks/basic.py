@@ -38,6 +38,10 @@ class BasicBlock(nn.Module):
         shortcut = projection_shortcut_cost(c_in, c_out, stride, hw)
         return conv1 + conv2 + se + shortcut, out_hw
 
+    def branch_entry(self) -> nn.Module:
+        """The first layer of the residual branch: its input gradient is the branch's share."""
+        return self.conv1
+
     def zero_init_last(self) -> None:
         """Start the block as its shortcut."""
         zero_init_(self.bn2)

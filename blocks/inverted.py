@@ -63,6 +63,10 @@ class InvertedResidual(nn.Module):
         project, _ = conv_bn_cost(width, c_out, 1, 1, out_hw)
         return expand + depthwise + se + project, out_hw
 
+    def branch_entry(self) -> nn.Module:
+        """The first layer of the residual branch: its input gradient is the branch's share."""
+        return self.conv1 if isinstance(self.bn1, nn.BatchNorm2d) else self.conv2
+
     def zero_init_last(self) -> None:
         """Start a residual block as its shortcut; a block without one keeps its projection."""
         if self.use_residual:

@@ -1,0 +1,88 @@
+"""The ablation table: one row per swept setting, seeds aggregated as mean ± std.
+
+Printed when a sweep ends (a Hydra callback) and written beside it as `ablation.csv` and `ablation.md`.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import statistics
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+METRICS = {"val top-1 (%)": "val/acc", "test top-1 (%)": "test/acc"}
+
+
+def load_results(sweep_dir: Path) -> list[dict[str, Any]]:
+    """Every job's `results.json` under `sweep_dir`, in job order."""
+    paths = sorted(sweep_dir.glob("*/results.json"), key=lambda p: (len(p.parent.name), p.parent.name))
+    return [json.loads(p.read_text()) for p in paths]
+
+
+def setting_of(result: dict[str, Any]) -> str:
+    """The swept setting a job belongs to: its overrides other than the seed."""
+    return " ".join(o for o in result["overrides"] if not o.startswith("seed=")) or "defaults"
+
+
+def mean_std(values: list[float], scale: float = 1.0) -> str:
+    """'mean ± std' over seeds (sample std); the mean alone for one seed."""
+    mean = statistics.fmean(values) * scale
+    if len(values) < 2:
+        return f"{mean:.2f}"
+    return f"{mean:.2f} ± {statistics.stdev(values) * scale:.2f}"
+
+
+def ablation_rows(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per setting: seeds, params, FLOPs (MACs), accuracies and wall time."""
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for result in results:
+        groups.setdefault(setting_of(result), []).append(result)
+    rows = []
+    for setting, runs in groups.items():
+        row = {"setting": setting, "seeds": len(runs), "params": runs[0]["params"],
+               "FLOPs (MACs)": runs[0]["flops"]}
+        for column, metric in METRICS.items():
+            row[column] = mean_std([r["metrics"][metric] for r in runs], scale=100)
+        row["wall (s)"] = mean_std([r["wall_s"] for r in runs])
+        rows.append(row)
+    return rows
+
+
+def markdown(rows: list[dict[str, Any]]) -> str:
+    """A Markdown table of `rows` (numbers right-aligned, thousands separated)."""
+    columns = list(rows[0])
+    cells = [[f"{row[c]:,}" if isinstance(row[c], int) else str(row[c]) for c in columns] for row in rows]
+    widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
+    line = lambda values: "| " + " | ".join(v.ljust(w) if i == 0 else v.rjust(w)  # noqa: E731
+                                            for i, (v, w) in enumerate(zip(values, widths, strict=True))) + " |"
+    rule = "|" + "|".join(("-" * (w + 2)) if i == 0 else ("-" * (w + 1) + ":") for i, w in enumerate(widths)) + "|"
+    return "\n".join([line(columns), rule, *(line(r) for r in cells)])
+
+
+def write_ablation(sweep_dir: Path) -> str | None:
+    """Write `ablation.csv` and `ablation.md` in `sweep_dir`; return the Markdown (None if no results)."""
+    results = load_results(sweep_dir)
+    if not results:
+        return None
+    rows = ablation_rows(results)
+    with open(sweep_dir / "ablation.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    table = markdown(rows) + "\nFLOPs are multiply-accumulates at the data's resolution; accuracies over seeds."
+    (sweep_dir / "ablation.md").write_text(table + "\n")
+    return table
+
+
+class AblationTable(Callback):
+    """Hydra callback: when a sweep ends, print and save its ablation table."""
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep_dir = Path(config.hydra.sweep.dir)
+        table = write_ablation(sweep_dir)
+        if table:
+            print(f"\nAblation table ({sweep_dir}):\n{table}")

@@ -1,0 +1,99 @@
+"""Turning a composed Hydra config into validated parts: every bad value fails here, before any work."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+import blocks
+from search.errors import ConfigError
+
+MODEL_SHORTCUTS = ("expansion", "depths", "widths")
+SCHEDULERS = ("cosine", "none")
+
+
+@dataclass
+class Parts:
+    """What a job is built from: the data module and the validated model spec."""
+
+    datamodule: pl.LightningDataModule
+    spec: blocks.ModelSpec
+
+
+def check_int(cfg: DictConfig, key: str, minimum: int) -> int:
+    """The integer at dotted `key`, or a ConfigError naming it."""
+    value = OmegaConf.select(cfg, key)
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        raise ConfigError(f"{key}={value!r}: expected an integer >= {minimum}")
+    return value
+
+
+def check_number(cfg: DictConfig, key: str, low: float, high: float = math.inf, *, low_open: bool = False) -> float:
+    """The number at dotted `key` in [low, high) (or (low, high)), or a ConfigError naming it."""
+    value = OmegaConf.select(cfg, key)
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if not ok or value < low or value >= high or (low_open and value == low):
+        interval = f"{'(' if low_open else '['}{low:g}, {high:g})"
+        raise ConfigError(f"{key}={value!r}: expected a number in {interval}")
+    return value
+
+
+def check_choice(cfg: DictConfig, key: str, allowed: tuple[str, ...]) -> str:
+    """The value at dotted `key` if it is one of `allowed`, or a ConfigError naming it."""
+    value = OmegaConf.select(cfg, key)
+    if value not in allowed:
+        raise ConfigError(f"{key}={value!r}: allowed: {', '.join(allowed)}")
+    return value
+
+
+def model_fields(cfg: DictConfig) -> dict[str, Any]:
+    """The model node with the top-level shortcuts (`expansion=`, ...) applied."""
+    fields = OmegaConf.to_container(cfg.model, resolve=True)
+    fields.update({key: cfg[key] for key in MODEL_SHORTCUTS if cfg.get(key) is not None})
+    return {k: OmegaConf.to_container(v) if OmegaConf.is_config(v) else v for k, v in fields.items()}
+
+
+def _check_trainer(cfg: DictConfig) -> None:
+    check_int(cfg, "trainer.max_epochs", 1)
+    check_int(cfg, "trainer.num_nodes", 1)
+    check_int(cfg, "trainer.log_every_n_steps", 1)
+    check_int(cfg, "trainer.progress_refresh", 0)
+    devices = cfg.trainer.devices
+    if devices != "auto" and (not isinstance(devices, int) or isinstance(devices, bool) or devices < 1):
+        raise ConfigError(f"trainer.devices={devices!r}: expected an integer >= 1 or auto")
+
+
+def _check_optim(cfg: DictConfig) -> None:
+    check_number(cfg, "optim.optimizer.lr", 0, low_open=True)
+    check_number(cfg, "optim.label_smoothing", 0, 1)
+    check_choice(cfg, "optim.scheduler", SCHEDULERS)
+
+
+def _instantiate(node: DictConfig, key: str) -> Any:
+    """`hydra.utils.instantiate`, with the target's own ValueError (or TypeError) as the error."""
+    try:
+        return instantiate(node)
+    except InstantiationException as error:
+        cause = error.__cause__
+        if isinstance(cause, ValueError):
+            raise cause from None
+        raise ConfigError(f"{key}: {cause or error}".splitlines()[0]) from None
+
+
+def prepare(cfg: DictConfig) -> Parts:
+    """Validate `cfg` and build its data module (nothing loaded) and model spec."""
+    check_int(cfg, "seed", 0)
+    _check_trainer(cfg)
+    _check_optim(cfg)
+    if cfg.ckpt_path is not None and not Path(str(cfg.ckpt_path)).expanduser().is_file():
+        raise ConfigError(f"ckpt_path={cfg.ckpt_path}: no such checkpoint file")
+    datamodule = _instantiate(cfg.data, "data")
+    fields = model_fields(cfg) | {"in_channels": datamodule.in_channels, "num_classes": datamodule.num_classes}
+    return Parts(datamodule, blocks.make_spec(fields))

@@ -1,0 +1,250 @@
+"""Data modules built from `conf/data/`; each knows its image shape and class count before loading.
+
+Nothing is downloaded: a missing data set is a `ConfigError` naming where it was looked for.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import lightning.pytorch as pl
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from search.errors import ConfigError
+
+Split = tuple[torch.Tensor, torch.Tensor]
+
+
+class TensorBatches:
+    """Shuffled (images, labels) batches sliced from tensors in memory, sharded across DDP ranks.
+
+    Replaces a DataLoader for data sets that fit in memory: collating tiny samples one by one
+    costs more than training a small network on them.
+    """
+
+    def __init__(self, split: Split, batch_size: int, *, shuffle: bool, seed: int, rank: int = 0, world: int = 1):
+        self.images, self.labels = split
+        self.batch_size, self.shuffle, self.seed = batch_size, shuffle, seed
+        self.rank, self.world = rank, world
+        self.epoch = 0
+        self.drop_last = shuffle  # a training batch of one sample breaks batch norm
+
+    def _indices(self) -> torch.Tensor:
+        n = len(self.labels)
+        if not self.shuffle:
+            return torch.arange(n)[self.rank :: self.world]
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        return torch.randperm(n, generator=generator)[self.rank :: self.world]
+
+    def __len__(self) -> int:
+        n = len(range(self.rank, len(self.labels), self.world))
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def __iter__(self) -> Iterator[Split]:
+        indices = self._indices()
+        self.epoch += 1
+        for start in range(0, len(self) * self.batch_size, self.batch_size):
+            batch = indices[start : start + self.batch_size]
+            yield self.images[batch], self.labels[batch]
+
+
+class InMemoryDataModule(pl.LightningDataModule):
+    """Base for data sets held as tensors: subclasses fill `self.splits` in `load()`."""
+
+    def __init__(self, batch_size: int, in_channels: int, num_classes: int, resolution: int, seed: int = 0):
+        super().__init__()
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise ConfigError(f"data.batch_size={batch_size!r}: expected an integer >= 1")
+        self.batch_size, self.seed = batch_size, seed
+        self.in_channels, self.num_classes, self.resolution = in_channels, num_classes, resolution
+        self.splits: dict[str, Split] = {}
+
+    def load(self) -> dict[str, Split]:
+        """The train, val and test splits as (N, C, H, W) float images and (N,) int64 labels."""
+        raise NotImplementedError
+
+    def setup(self, stage: str | None = None) -> None:
+        if not self.splits:
+            self.splits = self.load()
+
+    def _batches(self, split: str) -> TensorBatches:
+        rank, world = (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)
+        shuffle = split == "train"
+        return TensorBatches(self.splits[split], self.batch_size, shuffle=shuffle, seed=self.seed,
+                             rank=rank, world=world)
+
+    def train_dataloader(self) -> TensorBatches:
+        return self._batches("train")
+
+    def val_dataloader(self) -> TensorBatches:
+        return self._batches("val")
+
+    def test_dataloader(self) -> TensorBatches:
+        return self._batches("test")
+
+
+class DigitsDataModule(InMemoryDataModule):
+    """scikit-learn's 8x8 handwritten digits, 1 channel, 10 classes; a fixed stratified split."""
+
+    def __init__(self, batch_size: int = 64, val_fraction: float = 0.15, test_fraction: float = 0.15,
+                 split_seed: int = 0):
+        super().__init__(batch_size, in_channels=1, num_classes=10, resolution=8, seed=split_seed)
+        if not (0 < val_fraction < 1 and 0 < test_fraction < 1 and val_fraction + test_fraction < 1):
+            raise ConfigError(f"data.val_fraction={val_fraction}, data.test_fraction={test_fraction}: "
+                              "expected fractions in (0, 1) that sum to less than 1")
+        self.val_fraction, self.test_fraction = val_fraction, test_fraction
+
+    def load(self) -> dict[str, Split]:
+        from sklearn.datasets import load_digits
+        from sklearn.model_selection import train_test_split
+
+        images, labels = load_digits(return_X_y=True)
+        held_out = self.val_fraction + self.test_fraction
+        x_train, x_rest, y_train, y_rest = train_test_split(
+            images, labels, test_size=held_out, stratify=labels, random_state=self.seed)
+        x_val, x_test, y_val, y_test = train_test_split(
+            x_rest, y_rest, test_size=self.test_fraction / held_out, stratify=y_rest, random_state=self.seed)
+        mean, std = x_train.mean(), x_train.std()
+        return {name: (torch.tensor((x - mean) / std, dtype=torch.float32).view(-1, 1, 8, 8), torch.tensor(y))
+                for name, x, y in [("train", x_train, y_train), ("val", x_val, y_val), ("test", x_test, y_test)]}
+
+
+class FakeDataModule(InMemoryDataModule):
+    """torchvision's FakeData, generated once and held in memory (for benchmarks)."""
+
+    def __init__(self, size: int = 2048, resolution: int = 32, in_channels: int = 3, classes: int = 10,
+                 batch_size: int = 128):
+        super().__init__(batch_size, in_channels=in_channels, num_classes=classes, resolution=resolution)
+        self.size = size
+
+    def load(self) -> dict[str, Split]:
+        from torchvision.datasets import FakeData
+        from torchvision.transforms import v2
+
+        shape = (self.in_channels, self.resolution, self.resolution)
+        to_tensor = v2.Compose([v2.PILToTensor(), v2.ToDtype(torch.float32, scale=True)])
+        splits = {}
+        for offset, (name, size) in enumerate([("train", self.size), ("val", self.size // 4),
+                                                ("test", self.size // 4)]):
+            data = FakeData(size, shape, self.num_classes, transform=to_tensor, random_offset=offset * self.size)
+            images = torch.stack([data[i][0] for i in range(size)])
+            labels = torch.tensor([int(data[i][1]) for i in range(size)])
+            splits[name] = (images, labels)
+        return splits
+
+
+def _existing_root(root: str | None, expected: str) -> Path:
+    if root is None or str(root) == "???":
+        raise ConfigError(f"data.root is missing: set data.root=DIR, the folder holding {expected}")
+    path = Path(str(root)).expanduser()
+    if not path.is_dir():
+        raise ConfigError(f"data.root={root}: no such folder (looked for {expected} in {path.resolve()})")
+    return path
+
+
+class LoaderDataModule(pl.LightningDataModule):
+    """Base for file-backed data sets read through torch DataLoaders with workers."""
+
+    def __init__(self, batch_size: int, num_workers: int):
+        super().__init__()
+        self.batch_size, self.num_workers = batch_size, num_workers
+        self.datasets: dict[str, Dataset] = {}
+
+    def _loader(self, split: str) -> DataLoader:
+        return DataLoader(self.datasets[split], batch_size=self.batch_size, shuffle=split == "train",
+                          drop_last=split == "train", num_workers=self.num_workers, pin_memory=True,
+                          persistent_workers=self.num_workers > 0)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train")
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val")
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test")
+
+
+CIFAR_FOLDERS = {10: "cifar-10-batches-py", 100: "cifar-100-python"}
+CIFAR_MEAN_STD = ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))
+
+
+class CIFARDataModule(LoaderDataModule):
+    """CIFAR-10/100 from torchvision's python format; train split into train/val, test set as test."""
+
+    def __init__(self, root: str | None = None, classes: int = 10, batch_size: int = 128, val_size: int = 5000,
+                 split_seed: int = 0, num_workers: int = 4):
+        super().__init__(batch_size, num_workers)
+        if classes not in CIFAR_FOLDERS:
+            raise ConfigError(f"data.classes={classes}: allowed: 10, 100")
+        folder = CIFAR_FOLDERS[classes]
+        self.root = _existing_root(root, f"{folder}/")
+        if not (self.root / folder).is_dir():
+            raise ConfigError(f"data.root={root}: no CIFAR-{classes} found (looked for {self.root.resolve() / folder}/)")
+        self.classes, self.val_size, self.split_seed = classes, val_size, split_seed
+        self.in_channels, self.num_classes, self.resolution = 3, classes, 32
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.datasets:
+            return
+        from torchvision.transforms import v2
+
+        normalize = [v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(*CIFAR_MEAN_STD)]
+        augment = v2.Compose([v2.RandomCrop(32, padding=4), v2.RandomHorizontalFlip(), *normalize])
+        plain = v2.Compose(normalize)
+        train_aug, train_plain = (self._cifar(train=True, transform=t) for t in (augment, plain))
+        order = torch.randperm(len(train_aug), generator=torch.Generator().manual_seed(self.split_seed)).tolist()
+        val_size = min(self.val_size, len(order) // 2)
+        self.datasets = {"train": torch.utils.data.Subset(train_aug, order[val_size:]),
+                         "val": torch.utils.data.Subset(train_plain, order[:val_size]),
+                         "test": self._cifar(train=False, transform=plain)}
+
+    def _cifar(self, train: bool, transform):
+        from torchvision import datasets
+
+        dataset_class = datasets.CIFAR10 if self.classes == 10 else datasets.CIFAR100
+        return _without_checksums(dataset_class)(str(self.root), train=train, transform=transform, download=False)
+
+
+def _without_checksums(dataset_class):
+    """torchvision checks the MD5 of the published archive's files; re-packed copies (and the
+    tests' small ones) differ, so check only that the files are there."""
+
+    class Present(dataset_class):
+        def _check_integrity(self) -> bool:
+            folder = Path(self.root) / self.base_folder
+            return all((folder / name).is_file() for name, _ in self.train_list + self.test_list)
+
+    return Present
+
+
+class ImageFolderDataModule(LoaderDataModule):
+    """ImageNet-style folders: root/train, root/val and optionally root/test (else val serves as test)."""
+
+    def __init__(self, root: str | None = None, resolution: int = 224, batch_size: int = 256, num_workers: int = 8):
+        super().__init__(batch_size, num_workers)
+        self.root = _existing_root(root, "train/ and val/ class folders")
+        for split in ("train", "val"):
+            if not (self.root / split).is_dir():
+                raise ConfigError(f"data.root={root}: no {split}/ folder (looked in {self.root.resolve()})")
+        self.in_channels, self.resolution = 3, resolution
+        self.num_classes = sum(1 for p in (self.root / "train").iterdir() if p.is_dir())
+        if self.num_classes < 2:
+            raise ConfigError(f"data.root={root}: train/ holds {self.num_classes} class folders; expected 2 or more")
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.datasets:
+            return
+        from torchvision import datasets
+        from torchvision.transforms import v2
+
+        normalize = [v2.ToImage(), v2.ToDtype(torch.float32, scale=True),
+                     v2.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))]
+        augment = v2.Compose([v2.RandomResizedCrop(self.resolution), v2.RandomHorizontalFlip(), *normalize])
+        plain = v2.Compose([v2.Resize(self.resolution * 8 // 7), v2.CenterCrop(self.resolution), *normalize])
+        test_folder = "test" if (self.root / "test").is_dir() else "val"
+        self.datasets = {"train": datasets.ImageFolder(str(self.root / "train"), augment),
+                         "val": datasets.ImageFolder(str(self.root / "val"), plain),
+                         "test": datasets.ImageFolder(str(self.root / test_folder), plain)}

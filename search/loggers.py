@@ -1,0 +1,57 @@
+"""Experiment loggers from `conf/logger/`: W&B (offline unless it can reach its server), CSV or none."""
+
+from __future__ import annotations
+
+import netrc
+import os
+import socket
+from pathlib import Path
+from typing import Any
+
+from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
+
+from search.errors import ConfigError
+
+WANDB_HOST = "api.wandb.ai"
+
+
+def wandb_mode() -> str:
+    """'online' only with an API key and the server answering within a second; never waits longer."""
+    if os.environ.get("WANDB_MODE") in ("offline", "disabled"):
+        return os.environ["WANDB_MODE"]
+    if not (os.environ.get("WANDB_API_KEY") or _netrc_has_key()):
+        return "offline"
+    try:
+        socket.create_connection((socket.gethostbyname(WANDB_HOST), 443), timeout=1).close()
+    except OSError:
+        return "offline"
+    return "online"
+
+
+def _netrc_has_key() -> bool:
+    try:
+        return netrc.netrc().authenticators(WANDB_HOST) is not None
+    except (FileNotFoundError, netrc.NetrcParseError):
+        return False
+
+
+def make_logger(cfg: dict[str, Any], run_dir: Path, *, name: str, group: str) -> Logger | bool:
+    """The logger of `cfg` (a `conf/logger/` entry) writing under `run_dir`; False for none."""
+    kind = cfg.get("kind")
+    if kind == "none":
+        return False
+    if kind == "csv":
+        return CSVLogger(save_dir=run_dir, name="", version="csv")
+    if kind == "wandb":
+        mode = wandb_mode()
+        # wandb's own setting decides the mode; without it, it would try the network.
+        os.environ["WANDB_MODE"] = mode
+        return WandbLogger(save_dir=str(run_dir), project=cfg.get("project"), entity=cfg.get("entity"),
+                           name=name, group=group, offline=mode != "online", settings=_quiet_settings())
+    raise ConfigError(f"logger.kind={kind!r}: allowed: wandb, csv, none")
+
+
+def _quiet_settings():
+    import wandb
+
+    return wandb.Settings(silent=True, x_disable_stats=True, console="off")

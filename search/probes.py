@@ -1,0 +1,80 @@
+"""Training probes from `conf/probe/`; `gradflow` measures the design notes' "gradient highway"."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+
+GRADFLOW_COLUMNS = ["step", "block", "depth", "output_grad_norm", "branch_grad_norm", "skip_grad_norm"]
+
+
+class GradientFlow(pl.Callback):
+    """Per block and logged step: L2 norms of dL/d(output), and of dL/d(input) through branch and skip.
+
+    dL/dx = branch part + skip part. A tensor hook on the block's input gives the sum, a backward
+    hook on the branch's first layer the branch part; the skip part is their difference.
+    """
+
+    def __init__(self, csv_path: Path):
+        self.csv_path = csv_path
+        self.rows: list[dict[str, Any]] = []
+        self.handles: list[Any] = []
+        self.pending: dict[str, dict[str, torch.Tensor]] = {}
+
+    def on_train_batch_start(self, trainer: pl.Trainer, module: pl.LightningModule, batch: Any, batch_idx: int):
+        if trainer.global_step % trainer.log_every_n_steps == 0:
+            for depth, (name, block) in enumerate(self._blocks(module)):
+                self._watch(name, block)
+
+    @staticmethod
+    def _blocks(module: pl.LightningModule) -> list[tuple[str, torch.nn.Module]]:
+        net = module.net
+        return [(f"{stage}.{i}", block) for stage in net.stage_names for i, block in enumerate(getattr(net, stage))]
+
+    def _watch(self, name: str, block: torch.nn.Module) -> None:
+        grads = self.pending.setdefault(name, {})
+
+        def on_forward(_block, inputs, output):
+            inputs[0].register_hook(lambda g: grads.__setitem__("input", g.detach()))
+            output.register_hook(lambda g: grads.__setitem__("output", g.detach()))
+
+        def on_branch_backward(_layer, grad_input, _grad_output):
+            grads["branch"] = grad_input[0].detach()
+
+        self.handles += [block.register_forward_hook(on_forward),
+                         block.branch_entry().register_full_backward_hook(on_branch_backward)]
+
+    def on_after_backward(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+        if not self.handles:
+            return
+        for handle in self.handles:
+            handle.remove()
+        self.handles = []
+        for depth, (name, grads) in enumerate(self.pending.items()):
+            if len(grads) < 3:  # the stem's input needs no gradient: the first block's input may lack one
+                continue
+            skip = grads["input"] - grads["branch"]
+            row = {"step": trainer.global_step, "block": name, "depth": depth,
+                   "output_grad_norm": grads["output"].norm().item(), "branch_grad_norm": grads["branch"].norm().item(),
+                   "skip_grad_norm": skip.norm().item()}
+            self.rows.append(row)
+            if trainer.logger:
+                trainer.logger.log_metrics({f"gradflow/{name}/{k}": row[k] for k in GRADFLOW_COLUMNS[3:]},
+                                           step=trainer.global_step)
+        self.pending = {}
+
+    def on_train_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+        if trainer.is_global_zero:
+            with open(self.csv_path, "w", newline="") as f:
+                writer = csv.DictWriter(f, GRADFLOW_COLUMNS)
+                writer.writeheader()
+                writer.writerows(self.rows)
+
+
+def make_probes(cfg: dict[str, Any], run_dir: Path) -> list[pl.Callback]:
+    """Callbacks for `conf/probe/` entry `cfg`."""
+    return [GradientFlow(run_dir / "gradflow.csv")] if cfg.get("kind") == "gradflow" else []

@@ -1,0 +1,91 @@
+"""`python -m search.run [GROUP=CHOICE] [FIELD=VALUE] ...`: train one model per swept setting, then tabulate.
+
+Every job's config is composed and validated before the first one starts, so a bad value costs
+one line on stderr and exit code 2, and leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import hydra
+from hydra import compose, initialize_config_module
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import HydraException, MissingConfigException
+from omegaconf import DictConfig
+from omegaconf.errors import OmegaConfBaseException
+
+from search.config import prepare
+from search.errors import ConfigError
+from search.train import train
+
+CONFIG_MODULE, CONFIG_NAME = "conf", "config"
+DDP_JOB_ENV = "BLOCKSEARCH_DDP_JOB"  # the job a DDP worker process belongs to (see `ddp_worker_argv`)
+
+
+@hydra.main(config_path="pkg://conf", config_name=CONFIG_NAME, version_base="1.3")
+def job(cfg: DictConfig) -> float:
+    """One Hydra job: remember it for DDP workers, then train."""
+    from hydra.core.hydra_config import HydraConfig
+
+    hydra_cfg = HydraConfig.get()
+    os.environ[DDP_JOB_ENV] = json.dumps({"overrides": list(hydra_cfg.overrides.task),
+                                          "dir": hydra_cfg.runtime.output_dir})
+    return train(cfg)["metrics"].get("val/acc", 0.0)
+
+
+def job_overrides(argv: list[str]) -> list[list[str]]:
+    """The override list of every job the command line sweeps over (Hydra's basic sweeper rules)."""
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+
+    own = [a for a in argv if not a.startswith(("hydra.", "hydra/", "+hydra", "--", "-"))]
+    parsed = OverridesParser.create().parse_overrides(own)
+    return [job for batch in BasicSweeper.split_arguments(parsed, None) for job in batch]
+
+
+def preflight(argv: list[str]) -> int:
+    """Compose and validate every job of the sweep; returns the number of jobs."""
+    jobs = job_overrides(argv)
+    with initialize_config_module(CONFIG_MODULE, version_base="1.3"):
+        for overrides in jobs:
+            prepare(compose(CONFIG_NAME, overrides=overrides))
+    return len(jobs)
+
+
+def one_line(error: Exception) -> str:
+    """A user-facing single line for a Hydra/OmegaConf/config error."""
+    if isinstance(error, MissingConfigException) and error.missing_cfg_file:
+        group, _, choice = error.missing_cfg_file.rpartition("/")
+        allowed = ", ".join(error.options or [])
+        return f"{group}={choice}: unknown option; allowed: {allowed}" if group else str(error).splitlines()[0]
+    if isinstance(error, OmegaConfBaseException) and getattr(error, "full_key", None):
+        return f"{error.full_key}: {str(error).splitlines()[0]}"
+    return " ".join(str(error).split("\n")[0].split())
+
+
+def ddp_worker_argv(argv: list[str]) -> list[str]:
+    """A DDP worker Lightning launched re-runs our command line: turn it into its own job, not the sweep."""
+    job_info = json.loads(os.environ[DDP_JOB_ENV])
+    extras = [a for a in argv if a.startswith("hydra.job.name=")]
+    return [*job_info["overrides"], "hydra.mode=RUN", f"hydra.run.dir={job_info['dir']}",
+            "hydra.output_subdir=null", *extras]
+
+
+def main() -> None:
+    """Entry point of `python -m search.run`."""
+    argv = sys.argv[1:]
+    if os.environ.get(DDP_JOB_ENV) and os.environ.get("LOCAL_RANK", "0") != "0":
+        sys.argv[1:] = ddp_worker_argv(argv)
+    else:
+        try:
+            preflight(argv)
+        except (ValueError, HydraException, OmegaConfBaseException) as error:
+            print(f"error: {one_line(error)}", file=sys.stderr)
+            sys.exit(2)
+    job()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,114 @@
+"""`train(cfg) -> results`: one job of `python -m search.run`, callable from tests with a composed config."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import instantiate
+from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
+from omegaconf import DictConfig, OmegaConf
+
+import blocks
+from search.config import prepare
+from search.loggers import make_logger
+from search.module import Classifier
+from search.probes import make_probes
+
+TRAINER_EXTRAS = ("channels_last", "progress_refresh")
+
+
+def job_identity() -> tuple[Path, str, str, list[str]]:
+    """(output dir, run name, sweep group, task overrides) of the running Hydra job."""
+    hydra_cfg = HydraConfig.get()
+    output_dir = Path(hydra_cfg.runtime.output_dir)
+    group = "_".join(Path(hydra_cfg.sweep.dir).parts[-2:])  # multirun/DAY/TIME -> DAY_TIME
+    overrides = list(hydra_cfg.overrides.task)
+    return output_dir, "_".join(overrides) or "defaults", group, overrides
+
+
+def build_trainer(cfg: DictConfig, run_dir: Path, logger: Any, probes: list[pl.Callback]) -> pl.Trainer:
+    """A Lightning Trainer from `conf/trainer/`, checkpointing the best `val/acc` under `run_dir`."""
+    kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
+    for key in TRAINER_EXTRAS:
+        kwargs.pop(key)
+    refresh = cfg.trainer.progress_refresh
+    callbacks = [ModelCheckpoint(dirpath=run_dir / "checkpoints", monitor="val/acc", mode="max",
+                                 filename="best-{epoch}", save_last=True),
+                 *probes]
+    if refresh:
+        callbacks.append(TQDMProgressBar(refresh_rate=refresh))
+    return pl.Trainer(**kwargs, logger=logger, callbacks=callbacks, default_root_dir=run_dir,
+                      enable_progress_bar=bool(refresh), enable_model_summary=False)
+
+
+def train(cfg: DictConfig, run_dir: Path | None = None) -> dict[str, Any]:
+    """Train and test the model `cfg` describes; write and return `results.json` (FLOPs as MACs)."""
+    start = time.perf_counter()
+    overrides: list[str] = []
+    if run_dir is None:
+        run_dir, name, group, overrides = job_identity()
+    else:
+        name, group = run_dir.name, run_dir.parent.name
+    run_dir.mkdir(parents=True, exist_ok=True)
+    parts = prepare(cfg)
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    net = blocks.build_model(parts.spec)
+    if cfg.trainer.channels_last:
+        net = net.to(memory_format=torch.channels_last)
+    cx = blocks.complexity(parts.spec, resolution=parts.datamodule.resolution)
+    module = Classifier(net, parts.spec.num_classes, instantiate(cfg.optim.optimizer), cfg.optim.scheduler,
+                        cfg.optim.label_smoothing)
+    logger = make_logger(cfg.logger, run_dir, name=name, group=group)
+    trainer = build_trainer(cfg, run_dir, logger, make_probes(cfg.probe, run_dir))
+    if logger:
+        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True) | {"params": cx.params, "flops": cx.flops})
+    ckpt_path = str(Path(str(cfg.ckpt_path)).expanduser()) if cfg.ckpt_path else None
+    trainer.fit(module, datamodule=parts.datamodule, ckpt_path=ckpt_path)
+    validated = _metrics(trainer, "val/")
+    trainer.test(module, datamodule=parts.datamodule, ckpt_path="best", verbose=False)
+    results = {
+        "model": parts.spec.to_dict(),
+        "params": cx.params,
+        "flops": cx.flops,
+        "flops_unit": "multiply-accumulates",
+        "resolution": parts.datamodule.resolution,
+        "metrics": _best_val(trainer) | validated | _metrics(trainer, "test/"),
+        "seed": cfg.seed,
+        "overrides": overrides,
+        "wall_s": round(time.perf_counter() - start, 3),
+        "best_checkpoint": trainer.checkpoint_callback.best_model_path,
+    }
+    if trainer.is_global_zero:
+        _write_summary(logger, results)
+        write_json(run_dir / "results.json", results)
+    return results
+
+
+def _metrics(trainer: pl.Trainer, prefix: str) -> dict[str, float]:
+    return {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith(prefix)}
+
+
+def _best_val(trainer: pl.Trainer) -> dict[str, float]:
+    best = trainer.checkpoint_callback.best_model_score
+    return {"val/acc_best": float(best)} if best is not None else {}
+
+
+def _write_summary(logger: Any, results: dict[str, Any]) -> None:
+    if hasattr(logger, "experiment") and hasattr(logger.experiment, "summary"):
+        summary = logger.experiment.summary
+        summary.update({"params": results["params"], "flops": results["flops"], **results["metrics"]})
+        logger.experiment.finish()
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    """Write atomically: a crash leaves the old file or none, never half of one."""
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(data, indent=2))
+    os.replace(tmp, path)
