@@ -23,9 +23,16 @@ def load_results(sweep_dir: Path) -> list[dict[str, Any]]:
     return [json.loads(p.read_text()) for p in paths]
 
 
-def setting_of(result: dict[str, Any]) -> str:
-    """The swept setting a job belongs to: its overrides other than the seed."""
-    return " ".join(o for o in result["overrides"] if not o.startswith("seed=")) or "defaults"
+def shared_overrides(results: list[dict[str, Any]]) -> list[str]:
+    """Overrides every job has (the sweep's fixed part), in command-line order."""
+    common = set.intersection(*(set(r["overrides"]) for r in results))
+    return [o for o in results[0]["overrides"] if o in common]
+
+
+def setting_of(result: dict[str, Any], shared: list[str]) -> str:
+    """The swept setting a job belongs to: its overrides other than the shared ones and the seed."""
+    varying = [o for o in result["overrides"] if o not in shared and not o.startswith("seed=")]
+    return " ".join(varying) or "defaults"
 
 
 def mean_std(values: list[float], scale: float = 1.0) -> str:
@@ -39,12 +46,12 @@ def mean_std(values: list[float], scale: float = 1.0) -> str:
 def ablation_rows(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """One row per setting: seeds, params, FLOPs (MACs), accuracies and wall time."""
     groups: dict[str, list[dict[str, Any]]] = {}
+    shared = shared_overrides(results)
     for result in results:
-        groups.setdefault(setting_of(result), []).append(result)
+        groups.setdefault(setting_of(result, shared), []).append(result)
     rows = []
     for setting, runs in groups.items():
-        row = {"setting": setting, "seeds": len(runs), "params": runs[0]["params"],
-               "FLOPs (MACs)": runs[0]["flops"]}
+        row = {"setting": setting, "seeds": len(runs), "params": runs[0]["params"], "FLOPs (MACs)": runs[0]["flops"]}
         for column, metric in METRICS.items():
             row[column] = mean_std([r["metrics"][metric] for r in runs], scale=100)
         row["wall (s)"] = mean_std([r["wall_s"] for r in runs])
@@ -57,8 +64,14 @@ def markdown(rows: list[dict[str, Any]]) -> str:
     columns = list(rows[0])
     cells = [[f"{row[c]:,}" if isinstance(row[c], int) else str(row[c]) for c in columns] for row in rows]
     widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
-    line = lambda values: "| " + " | ".join(v.ljust(w) if i == 0 else v.rjust(w)  # noqa: E731
-                                            for i, (v, w) in enumerate(zip(values, widths, strict=True))) + " |"
+    line = lambda values: (
+        "| "
+        + " | ".join(
+            v.ljust(w) if i == 0 else v.rjust(w)  # noqa: E731
+            for i, (v, w) in enumerate(zip(values, widths, strict=True))
+        )
+        + " |"
+    )
     rule = "|" + "|".join(("-" * (w + 2)) if i == 0 else ("-" * (w + 1) + ":") for i, w in enumerate(widths)) + "|"
     return "\n".join([line(columns), rule, *(line(r) for r in cells)])
 
@@ -73,7 +86,11 @@ def write_ablation(sweep_dir: Path) -> str | None:
         writer = csv.DictWriter(f, list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    table = markdown(rows) + "\nFLOPs are multiply-accumulates at the data's resolution; accuracies over seeds."
+    shared = " ".join(shared_overrides(results)) or "none"
+    table = (
+        f"Shared by every run: {shared}\n{markdown(rows)}\n"
+        "FLOPs are multiply-accumulates at the data's resolution; accuracies are mean ± std over seeds."
+    )
     (sweep_dir / "ablation.md").write_text(table + "\n")
     return table
 

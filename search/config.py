@@ -8,6 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
+from hydra.core.config_store import ConfigStore
+from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
@@ -16,6 +18,14 @@ import blocks
 from search.errors import ConfigError
 
 MODEL_SHORTCUTS = ("expansion", "depths", "widths")
+
+# Every model field with its default, under the chosen preset: `model.FIELD=` works for all of them.
+ConfigStore.instance().store(
+    group="schema",
+    name="model",
+    package="model",
+    node={k: v for k, v in blocks.ModelSpec().to_dict().items() if k != "name"},
+)
 SCHEDULERS = ("cosine", "none")
 
 
@@ -53,9 +63,14 @@ def check_choice(cfg: DictConfig, key: str, allowed: tuple[str, ...]) -> str:
     return value
 
 
+def preset_choice() -> str:
+    """The `model=` preset of the running Hydra job (its spec's name), or 'custom' outside one."""
+    return HydraConfig.get().runtime.choices.get("model", "custom") if HydraConfig.initialized() else "custom"
+
+
 def model_fields(cfg: DictConfig) -> dict[str, Any]:
     """The model node with the top-level shortcuts (`expansion=`, ...) applied."""
-    fields = OmegaConf.to_container(cfg.model, resolve=True)
+    fields = OmegaConf.to_container(cfg.model, resolve=True) | {"name": preset_choice()}
     fields.update({key: cfg[key] for key in MODEL_SHORTCUTS if cfg.get(key) is not None})
     return {k: OmegaConf.to_container(v) if OmegaConf.is_config(v) else v for k, v in fields.items()}
 

@@ -5,6 +5,7 @@ Nothing is downloaded: a missing data set is a `ConfigError` naming where it was
 
 from __future__ import annotations
 
+import pickle
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -72,8 +73,9 @@ class InMemoryDataModule(pl.LightningDataModule):
     def _batches(self, split: str) -> TensorBatches:
         rank, world = (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)
         shuffle = split == "train"
-        return TensorBatches(self.splits[split], self.batch_size, shuffle=shuffle, seed=self.seed,
-                             rank=rank, world=world)
+        return TensorBatches(
+            self.splits[split], self.batch_size, shuffle=shuffle, seed=self.seed, rank=rank, world=world
+        )
 
     def train_dataloader(self) -> TensorBatches:
         return self._batches("train")
@@ -88,12 +90,15 @@ class InMemoryDataModule(pl.LightningDataModule):
 class DigitsDataModule(InMemoryDataModule):
     """scikit-learn's 8x8 handwritten digits, 1 channel, 10 classes; a fixed stratified split."""
 
-    def __init__(self, batch_size: int = 64, val_fraction: float = 0.15, test_fraction: float = 0.15,
-                 split_seed: int = 0):
+    def __init__(
+        self, batch_size: int = 64, val_fraction: float = 0.15, test_fraction: float = 0.15, split_seed: int = 0
+    ):
         super().__init__(batch_size, in_channels=1, num_classes=10, resolution=8, seed=split_seed)
         if not (0 < val_fraction < 1 and 0 < test_fraction < 1 and val_fraction + test_fraction < 1):
-            raise ConfigError(f"data.val_fraction={val_fraction}, data.test_fraction={test_fraction}: "
-                              "expected fractions in (0, 1) that sum to less than 1")
+            raise ConfigError(
+                f"data.val_fraction={val_fraction}, data.test_fraction={test_fraction}: "
+                "expected fractions in (0, 1) that sum to less than 1"
+            )
         self.val_fraction, self.test_fraction = val_fraction, test_fraction
 
     def load(self) -> dict[str, Split]:
@@ -103,19 +108,24 @@ class DigitsDataModule(InMemoryDataModule):
         images, labels = load_digits(return_X_y=True)
         held_out = self.val_fraction + self.test_fraction
         x_train, x_rest, y_train, y_rest = train_test_split(
-            images, labels, test_size=held_out, stratify=labels, random_state=self.seed)
+            images, labels, test_size=held_out, stratify=labels, random_state=self.seed
+        )
         x_val, x_test, y_val, y_test = train_test_split(
-            x_rest, y_rest, test_size=self.test_fraction / held_out, stratify=y_rest, random_state=self.seed)
+            x_rest, y_rest, test_size=self.test_fraction / held_out, stratify=y_rest, random_state=self.seed
+        )
         mean, std = x_train.mean(), x_train.std()
-        return {name: (torch.tensor((x - mean) / std, dtype=torch.float32).view(-1, 1, 8, 8), torch.tensor(y))
-                for name, x, y in [("train", x_train, y_train), ("val", x_val, y_val), ("test", x_test, y_test)]}
+        return {
+            name: (torch.tensor((x - mean) / std, dtype=torch.float32).view(-1, 1, 8, 8), torch.tensor(y))
+            for name, x, y in [("train", x_train, y_train), ("val", x_val, y_val), ("test", x_test, y_test)]
+        }
 
 
 class FakeDataModule(InMemoryDataModule):
     """torchvision's FakeData, generated once and held in memory (for benchmarks)."""
 
-    def __init__(self, size: int = 2048, resolution: int = 32, in_channels: int = 3, classes: int = 10,
-                 batch_size: int = 128):
+    def __init__(
+        self, size: int = 2048, resolution: int = 32, in_channels: int = 3, classes: int = 10, batch_size: int = 128
+    ):
         super().__init__(batch_size, in_channels=in_channels, num_classes=classes, resolution=resolution)
         self.size = size
 
@@ -126,8 +136,9 @@ class FakeDataModule(InMemoryDataModule):
         shape = (self.in_channels, self.resolution, self.resolution)
         to_tensor = v2.Compose([v2.PILToTensor(), v2.ToDtype(torch.float32, scale=True)])
         splits = {}
-        for offset, (name, size) in enumerate([("train", self.size), ("val", self.size // 4),
-                                                ("test", self.size // 4)]):
+        for offset, (name, size) in enumerate(
+            [("train", self.size), ("val", self.size // 4), ("test", self.size // 4)]
+        ):
             data = FakeData(size, shape, self.num_classes, transform=to_tensor, random_offset=offset * self.size)
             images = torch.stack([data[i][0] for i in range(size)])
             labels = torch.tensor([int(data[i][1]) for i in range(size)])
@@ -153,9 +164,15 @@ class LoaderDataModule(pl.LightningDataModule):
         self.datasets: dict[str, Dataset] = {}
 
     def _loader(self, split: str) -> DataLoader:
-        return DataLoader(self.datasets[split], batch_size=self.batch_size, shuffle=split == "train",
-                          drop_last=split == "train", num_workers=self.num_workers, pin_memory=True,
-                          persistent_workers=self.num_workers > 0)
+        return DataLoader(
+            self.datasets[split],
+            batch_size=self.batch_size,
+            shuffle=split == "train",
+            drop_last=split == "train",
+            num_workers=self.num_workers,
+            pin_memory=True,
+            persistent_workers=self.num_workers > 0,
+        )
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train")
@@ -167,23 +184,66 @@ class LoaderDataModule(pl.LightningDataModule):
         return self._loader("test")
 
 
-CIFAR_FOLDERS = {10: "cifar-10-batches-py", 100: "cifar-100-python"}
+CIFAR_FILES = {  # classes: (folder, train files, test files) of the python version
+    10: ("cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)], ["test_batch"]),
+    100: ("cifar-100-python", ["train"], ["test"]),
+}
 CIFAR_MEAN_STD = ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))
 
 
-class CIFARDataModule(LoaderDataModule):
-    """CIFAR-10/100 from torchvision's python format; train split into train/val, test set as test."""
+def read_cifar(folder: Path, files: list[str]) -> Split:
+    """Images (N, 3, 32, 32) uint8 and labels (N,) from CIFAR's pickled python batches.
 
-    def __init__(self, root: str | None = None, classes: int = 10, batch_size: int = 128, val_size: int = 5000,
-                 split_seed: int = 0, num_workers: int = 4):
+    Read here rather than by torchvision's CIFAR classes, which refuse any copy whose MD5 differs
+    from the published archive's (re-packed copies, the tests' small ones).
+    """
+    images, labels = [], []
+    for name in files:
+        with open(folder / name, "rb") as f:
+            batch = pickle.load(f, encoding="latin1")
+        images.append(torch.from_numpy(batch["data"]).view(-1, 3, 32, 32))
+        labels += batch["labels"] if "labels" in batch else batch["fine_labels"]
+    return torch.cat(images), torch.tensor(labels)
+
+
+class TransformedTensors(Dataset):
+    """(image, label) pairs from uint8 tensors, with a per-sample torchvision transform."""
+
+    def __init__(self, split: Split, transform):
+        self.images, self.labels = split
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.transform(self.images[index]), self.labels[index]
+
+
+class CIFARDataModule(LoaderDataModule):
+    """CIFAR-10/100 in torchvision's python format; train split into train/val, test set as test."""
+
+    def __init__(
+        self,
+        root: str | None = None,
+        classes: int = 10,
+        batch_size: int = 128,
+        val_size: int = 5000,
+        split_seed: int = 0,
+        num_workers: int = 4,
+    ):
         super().__init__(batch_size, num_workers)
-        if classes not in CIFAR_FOLDERS:
+        if classes not in CIFAR_FILES:
             raise ConfigError(f"data.classes={classes}: allowed: 10, 100")
-        folder = CIFAR_FOLDERS[classes]
-        self.root = _existing_root(root, f"{folder}/")
-        if not (self.root / folder).is_dir():
-            raise ConfigError(f"data.root={root}: no CIFAR-{classes} found (looked for {self.root.resolve() / folder}/)")
-        self.classes, self.val_size, self.split_seed = classes, val_size, split_seed
+        folder, train_files, test_files = CIFAR_FILES[classes]
+        self.folder = _existing_root(root, f"{folder}/") / folder
+        missing = [name for name in train_files + test_files if not (self.folder / name).is_file()]
+        if missing:
+            raise ConfigError(
+                f"data.root={root}: no CIFAR-{classes} found (looked for {self.folder.resolve() / missing[0]})"
+            )
+        self.files = (train_files, test_files)
+        self.val_size, self.split_seed = val_size, split_seed
         self.in_channels, self.num_classes, self.resolution = 3, classes, 32
 
     def setup(self, stage: str | None = None) -> None:
@@ -191,33 +251,17 @@ class CIFARDataModule(LoaderDataModule):
             return
         from torchvision.transforms import v2
 
-        normalize = [v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(*CIFAR_MEAN_STD)]
+        normalize = [v2.ToDtype(torch.float32, scale=True), v2.Normalize(*CIFAR_MEAN_STD)]
         augment = v2.Compose([v2.RandomCrop(32, padding=4), v2.RandomHorizontalFlip(), *normalize])
         plain = v2.Compose(normalize)
-        train_aug, train_plain = (self._cifar(train=True, transform=t) for t in (augment, plain))
-        order = torch.randperm(len(train_aug), generator=torch.Generator().manual_seed(self.split_seed)).tolist()
-        val_size = min(self.val_size, len(order) // 2)
-        self.datasets = {"train": torch.utils.data.Subset(train_aug, order[val_size:]),
-                         "val": torch.utils.data.Subset(train_plain, order[:val_size]),
-                         "test": self._cifar(train=False, transform=plain)}
-
-    def _cifar(self, train: bool, transform):
-        from torchvision import datasets
-
-        dataset_class = datasets.CIFAR10 if self.classes == 10 else datasets.CIFAR100
-        return _without_checksums(dataset_class)(str(self.root), train=train, transform=transform, download=False)
-
-
-def _without_checksums(dataset_class):
-    """torchvision checks the MD5 of the published archive's files; re-packed copies (and the
-    tests' small ones) differ, so check only that the files are there."""
-
-    class Present(dataset_class):
-        def _check_integrity(self) -> bool:
-            folder = Path(self.root) / self.base_folder
-            return all((folder / name).is_file() for name, _ in self.train_list + self.test_list)
-
-    return Present
+        images, labels = read_cifar(self.folder, self.files[0])
+        order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(self.split_seed))
+        val, train = order[: min(self.val_size, len(order) // 2)], order[min(self.val_size, len(order) // 2) :]
+        self.datasets = {
+            "train": TransformedTensors((images[train], labels[train]), augment),
+            "val": TransformedTensors((images[val], labels[val]), plain),
+            "test": TransformedTensors(read_cifar(self.folder, self.files[1]), plain),
+        }
 
 
 class ImageFolderDataModule(LoaderDataModule):
@@ -240,11 +284,16 @@ class ImageFolderDataModule(LoaderDataModule):
         from torchvision import datasets
         from torchvision.transforms import v2
 
-        normalize = [v2.ToImage(), v2.ToDtype(torch.float32, scale=True),
-                     v2.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))]
+        normalize = [
+            v2.ToImage(),
+            v2.ToDtype(torch.float32, scale=True),
+            v2.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+        ]
         augment = v2.Compose([v2.RandomResizedCrop(self.resolution), v2.RandomHorizontalFlip(), *normalize])
         plain = v2.Compose([v2.Resize(self.resolution * 8 // 7), v2.CenterCrop(self.resolution), *normalize])
         test_folder = "test" if (self.root / "test").is_dir() else "val"
-        self.datasets = {"train": datasets.ImageFolder(str(self.root / "train"), augment),
-                         "val": datasets.ImageFolder(str(self.root / "val"), plain),
-                         "test": datasets.ImageFolder(str(self.root / test_folder), plain)}
+        self.datasets = {
+            "train": datasets.ImageFolder(str(self.root / "train"), augment),
+            "val": datasets.ImageFolder(str(self.root / "val"), plain),
+            "test": datasets.ImageFolder(str(self.root / test_folder), plain),
+        }

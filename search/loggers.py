@@ -46,8 +46,15 @@ def make_logger(cfg: dict[str, Any], run_dir: Path, *, name: str, group: str) ->
         mode = wandb_mode()
         # wandb's own setting decides the mode; without it, it would try the network.
         os.environ["WANDB_MODE"] = mode
-        return WandbLogger(save_dir=str(run_dir), project=cfg.get("project"), entity=cfg.get("entity"),
-                           name=name, group=group, offline=mode != "online", settings=_quiet_settings())
+        return WandbLogger(
+            save_dir=str(run_dir),
+            project=cfg.get("project"),
+            entity=cfg.get("entity"),
+            name=name,
+            group=group,
+            offline=mode != "online",
+            settings=_quiet_settings(),
+        )
     raise ConfigError(f"logger.kind={kind!r}: allowed: wandb, csv, none")
 
 

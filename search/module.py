@@ -11,19 +11,32 @@ from torchmetrics import MeanMetric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 
 
+def is_logging_step(trainer: pl.Trainer) -> bool:
+    """Whether the logger writes this training step: Lightning's rule for one optimizer, no accumulation."""
+    return (trainer.global_step + 1) % trainer.log_every_n_steps == 0
+
+
 def split_metrics(num_classes: int) -> MetricCollection:
     """Top-1 and top-5 accuracy (fractions in [0, 1]) and the mean loss of one split."""
-    return MetricCollection({
-        "acc": MulticlassAccuracy(num_classes, top_k=1, average="micro"),
-        "acc_top5": MulticlassAccuracy(num_classes, top_k=min(5, num_classes), average="micro"),
-    })
+    return MetricCollection(
+        {
+            "acc": MulticlassAccuracy(num_classes, top_k=1, average="micro"),
+            "acc_top5": MulticlassAccuracy(num_classes, top_k=min(5, num_classes), average="micro"),
+        }
+    )
 
 
 class Classifier(pl.LightningModule):
     """Trains `net` with cross-entropy; logs `train/loss`, `val/acc`, `val/acc_top5`, `test/acc`, ..."""
 
-    def __init__(self, net: nn.Module, num_classes: int, optimizer: Callable, scheduler: str = "cosine",
-                 label_smoothing: float = 0.0):
+    def __init__(
+        self,
+        net: nn.Module,
+        num_classes: int,
+        optimizer: Callable,
+        scheduler: str = "cosine",
+        label_smoothing: float = 0.0,
+    ):
         super().__init__()
         self.net = net
         self.optimizer_factory, self.scheduler = optimizer, scheduler
@@ -38,7 +51,7 @@ class Classifier(pl.LightningModule):
         images, labels = batch
         loss = self.loss(self(images), labels)
         # Logged on the steps the logger writes only: logging every step costs throughput.
-        if self.trainer.global_step % self.trainer.log_every_n_steps == 0:
+        if is_logging_step(self.trainer):
             self.log("train/loss", loss, prog_bar=True)
         return loss
 

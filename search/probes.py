@@ -9,6 +9,8 @@ from typing import Any
 import lightning.pytorch as pl
 import torch
 
+from search.module import is_logging_step
+
 GRADFLOW_COLUMNS = ["step", "block", "depth", "output_grad_norm", "branch_grad_norm", "skip_grad_norm"]
 
 
@@ -26,8 +28,8 @@ class GradientFlow(pl.Callback):
         self.pending: dict[str, dict[str, torch.Tensor]] = {}
 
     def on_train_batch_start(self, trainer: pl.Trainer, module: pl.LightningModule, batch: Any, batch_idx: int):
-        if trainer.global_step % trainer.log_every_n_steps == 0:
-            for depth, (name, block) in enumerate(self._blocks(module)):
+        if is_logging_step(trainer):
+            for name, block in self._blocks(module):
                 self._watch(name, block)
 
     @staticmethod
@@ -45,8 +47,10 @@ class GradientFlow(pl.Callback):
         def on_branch_backward(_layer, grad_input, _grad_output):
             grads["branch"] = grad_input[0].detach()
 
-        self.handles += [block.register_forward_hook(on_forward),
-                         block.branch_entry().register_full_backward_hook(on_branch_backward)]
+        self.handles += [
+            block.register_forward_hook(on_forward),
+            block.branch_entry().register_full_backward_hook(on_branch_backward),
+        ]
 
     def on_after_backward(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
         if not self.handles:
@@ -58,13 +62,19 @@ class GradientFlow(pl.Callback):
             if len(grads) < 3:  # the stem's input needs no gradient: the first block's input may lack one
                 continue
             skip = grads["input"] - grads["branch"]
-            row = {"step": trainer.global_step, "block": name, "depth": depth,
-                   "output_grad_norm": grads["output"].norm().item(), "branch_grad_norm": grads["branch"].norm().item(),
-                   "skip_grad_norm": skip.norm().item()}
+            row = {
+                "step": trainer.global_step,
+                "block": name,
+                "depth": depth,
+                "output_grad_norm": grads["output"].norm().item(),
+                "branch_grad_norm": grads["branch"].norm().item(),
+                "skip_grad_norm": skip.norm().item(),
+            }
             self.rows.append(row)
             if trainer.logger:
-                trainer.logger.log_metrics({f"gradflow/{name}/{k}": row[k] for k in GRADFLOW_COLUMNS[3:]},
-                                           step=trainer.global_step)
+                trainer.logger.log_metrics(
+                    {f"gradflow/{name}/{k}": row[k] for k in GRADFLOW_COLUMNS[3:]}, step=trainer.global_step
+                )
         self.pending = {}
 
     def on_train_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:

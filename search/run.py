@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 
 import hydra
 from hydra import compose, initialize_config_module
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.errors import HydraException, MissingConfigException
-from omegaconf import DictConfig
+from hydra.errors import ConfigCompositionException, HydraException, MissingConfigException
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from search.config import prepare
@@ -31,8 +32,9 @@ def job(cfg: DictConfig) -> float:
     from hydra.core.hydra_config import HydraConfig
 
     hydra_cfg = HydraConfig.get()
-    os.environ[DDP_JOB_ENV] = json.dumps({"overrides": list(hydra_cfg.overrides.task),
-                                          "dir": hydra_cfg.runtime.output_dir})
+    os.environ[DDP_JOB_ENV] = json.dumps(
+        {"overrides": list(hydra_cfg.overrides.task), "dir": hydra_cfg.runtime.output_dir}
+    )
     return train(cfg)["metrics"].get("val/acc", 0.0)
 
 
@@ -50,8 +52,22 @@ def preflight(argv: list[str]) -> int:
     jobs = job_overrides(argv)
     with initialize_config_module(CONFIG_MODULE, version_base="1.3"):
         for overrides in jobs:
-            prepare(compose(CONFIG_NAME, overrides=overrides))
+            prepare(_compose(overrides))
     return len(jobs)
+
+
+def _compose(overrides: list[str]) -> DictConfig:
+    try:
+        return compose(CONFIG_NAME, overrides=overrides)
+    except ConfigCompositionException as error:
+        unknown = re.match(r"Could not override '([\w.]+)'", str(error))
+        if not unknown:
+            raise
+        key = unknown.group(1)
+        parent, _, field = key.rpartition(".")
+        base = compose(CONFIG_NAME, overrides=[o for o in overrides if not o.startswith(key)])
+        known = list(OmegaConf.select(base, parent) or base) if parent else list(base)
+        raise ConfigError(f"{key}: unknown field {field!r}; allowed: {', '.join(map(str, known))}") from None
 
 
 def one_line(error: Exception) -> str:
@@ -69,8 +85,13 @@ def ddp_worker_argv(argv: list[str]) -> list[str]:
     """A DDP worker Lightning launched re-runs our command line: turn it into its own job, not the sweep."""
     job_info = json.loads(os.environ[DDP_JOB_ENV])
     extras = [a for a in argv if a.startswith("hydra.job.name=")]
-    return [*job_info["overrides"], "hydra.mode=RUN", f"hydra.run.dir={job_info['dir']}",
-            "hydra.output_subdir=null", *extras]
+    return [
+        *job_info["overrides"],
+        "hydra.mode=RUN",
+        f"hydra.run.dir={job_info['dir']}",
+        "hydra.output_subdir=null",
+        *extras,
+    ]
 
 
 def main() -> None:

@@ -39,13 +39,22 @@ def build_trainer(cfg: DictConfig, run_dir: Path, logger: Any, probes: list[pl.C
     for key in TRAINER_EXTRAS:
         kwargs.pop(key)
     refresh = cfg.trainer.progress_refresh
-    callbacks = [ModelCheckpoint(dirpath=run_dir / "checkpoints", monitor="val/acc", mode="max",
-                                 filename="best-{epoch}", save_last=True),
-                 *probes]
+    callbacks = [
+        ModelCheckpoint(
+            dirpath=run_dir / "checkpoints", monitor="val/acc", mode="max", filename="best-{epoch}", save_last=True
+        ),
+        *probes,
+    ]
     if refresh:
         callbacks.append(TQDMProgressBar(refresh_rate=refresh))
-    return pl.Trainer(**kwargs, logger=logger, callbacks=callbacks, default_root_dir=run_dir,
-                      enable_progress_bar=bool(refresh), enable_model_summary=False)
+    return pl.Trainer(
+        **kwargs,
+        logger=logger,
+        callbacks=callbacks,
+        default_root_dir=run_dir,
+        enable_progress_bar=bool(refresh),
+        enable_model_summary=False,
+    )
 
 
 def train(cfg: DictConfig, run_dir: Path | None = None) -> dict[str, Any]:
@@ -63,8 +72,9 @@ def train(cfg: DictConfig, run_dir: Path | None = None) -> dict[str, Any]:
     if cfg.trainer.channels_last:
         net = net.to(memory_format=torch.channels_last)
     cx = blocks.complexity(parts.spec, resolution=parts.datamodule.resolution)
-    module = Classifier(net, parts.spec.num_classes, instantiate(cfg.optim.optimizer), cfg.optim.scheduler,
-                        cfg.optim.label_smoothing)
+    module = Classifier(
+        net, parts.spec.num_classes, instantiate(cfg.optim.optimizer), cfg.optim.scheduler, cfg.optim.label_smoothing
+    )
     logger = make_logger(cfg.logger, run_dir, name=name, group=group)
     trainer = build_trainer(cfg, run_dir, logger, make_probes(cfg.probe, run_dir))
     if logger:

@@ -1,0 +1,48 @@
+"""Shared test helpers: composing real configs, and writing small data sets in their real formats."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import numpy as np
+from hydra import compose, initialize_config_module
+from PIL import Image
+
+import search.config  # noqa: F401  (registers the model schema)
+
+FAST = ["trainer.max_epochs=2", "logger=none", "trainer.progress_refresh=0"]
+
+
+def make_cfg(*overrides: str):
+    """The real composed config of `python -m search.run`, shrunk for a test."""
+    with initialize_config_module("conf", version_base="1.3"):
+        return compose("config", overrides=[*FAST, *overrides])
+
+
+def write_cifar10(root: Path, per_batch: int = 20) -> Path:
+    """A small CIFAR-10 in torchvision's python format (5 train batches, a test batch, meta)."""
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        labels = [i % 10 for i in range(per_batch)]
+        data = rng.integers(0, 256, (per_batch, 3072), dtype=np.uint8)
+        with open(folder / name, "wb") as f:
+            pickle.dump({"data": data, "labels": labels}, f)
+    with open(folder / "batches.meta", "wb") as f:
+        pickle.dump({"label_names": [f"class{i}" for i in range(10)]}, f)
+    return root
+
+
+def write_image_folder(root: Path, classes: int = 3, per_class: int = 6, size: int = 40) -> Path:
+    """root/{train,val}/CLASS/*.png with random RGB images."""
+    rng = np.random.default_rng(0)
+    for split in ("train", "val"):
+        for c in range(classes):
+            folder = root / split / f"class{c}"
+            folder.mkdir(parents=True)
+            for i in range(per_class):
+                pixels = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
+                Image.fromarray(pixels).save(folder / f"{i}.png")
+    return root

@@ -1,0 +1,107 @@
+"""`python -m search.run` as a user runs it: sweeps, the ablation table, DDP, and bad input."""
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+
+import blocks
+
+QUIET = ["logger=none", "trainer.progress_refresh=0"]
+
+
+def sweep_results(sweep_dir: Path) -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted(sweep_dir.glob("*/results.json"))]
+
+
+@pytest.mark.slow
+def test_demo_sweep_trains_three_models_and_prints_the_table(cli, tmp_path):
+    result = cli(
+        "search.run", "block=bottleneck", "expansion=2,4,8", f"hydra.sweep.dir={tmp_path}", *QUIET, cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    results = sweep_results(tmp_path)
+    assert len(results) == 3
+    for r in results:
+        expected = blocks.complexity("digits", resolution=8, expansion=r["model"]["expansion"])
+        assert (r["params"], r["flops"]) == (expected.params, expected.flops)
+        assert r["metrics"]["test/acc"] >= 0.95
+        assert f"| expansion={r['model']['expansion']} " in result.stdout
+        assert f"{expected.flops:,}" in result.stdout
+    assert (tmp_path / "ablation.csv").is_file() and (tmp_path / "ablation.md").is_file()
+
+
+@pytest.mark.slow
+def test_seeds_aggregate_to_mean_and_std(cli, tmp_path):
+    result = cli(
+        "search.run",
+        "expansion=2,8",
+        "seed=0,1",
+        "trainer.max_epochs=3",
+        f"hydra.sweep.dir={tmp_path}",
+        *QUIET,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    with open(tmp_path / "ablation.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["setting"], r["seeds"]) for r in rows] == [("expansion=2", "2"), ("expansion=8", "2")]
+    by_setting = {}
+    for r in sweep_results(tmp_path):
+        by_setting.setdefault(r["model"]["expansion"], []).append(r["metrics"]["test/acc"] * 100)
+    for row in rows:
+        accs = by_setting[int(row["setting"].split("=")[1])]
+        mean, std = (float(x) for x in row["test top-1 (%)"].split(" ± "))
+        assert mean == pytest.approx(sum(accs) / 2, abs=0.006)
+        assert std == pytest.approx(abs(accs[0] - accs[1]) / 2**0.5, abs=0.006)  # sample std of two values
+
+
+@pytest.mark.slow
+def test_ddp_on_cpu_with_two_processes(cli, tmp_path):
+    result = cli(
+        "search.run",
+        "trainer=ddp",
+        "trainer.devices=2",
+        "trainer.max_epochs=8",
+        "logger=csv",
+        "trainer.progress_refresh=0",
+        f"hydra.sweep.dir={tmp_path}",
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    (results,) = sweep_results(tmp_path)
+    assert {"model", "params", "flops", "metrics", "seed", "wall_s", "best_checkpoint"} <= set(results)
+    assert results["metrics"]["test/acc"] > 0.8
+    with open(tmp_path / "0" / "csv" / "metrics.csv") as f:
+        val_rows = [row for row in csv.DictReader(f) if row["val/acc"]]
+    assert len(val_rows) == 8  # once per epoch, not once per process
+    assert not list(tmp_path.glob("0/csv_*")) and len(list(tmp_path.glob("*/results.json"))) == 1
+
+
+BAD_INPUT = {
+    "block=nosuch": "block=nosuch: unknown option; allowed: basic, bottleneck, inverted, resnext, se",
+    "data=nosuch": "data=nosuch: unknown option; allowed: cifar10, cifar100, digits, fake, imagefolder",
+    "expansion=0": "model.expansion=0: expected a number > 0",
+    "expansion=abc": "model.expansion='abc': expected a number > 0",
+    "block=basic expansion=4": "model.expansion=4: does not apply to block 'basic' (allowed: 1)",
+    "trainer.max_epochs=abc": "trainer.max_epochs='abc': expected an integer >= 1",
+    "seed=-x": "seed='-x': expected an integer >= 0",
+    "data=cifar10": "data.root is missing: set data.root=DIR",
+    "data=imagefolder data.root=/no/such/dir": "data.root=/no/such/dir: no such folder",
+    "ckpt_path=/no/such.ckpt": "ckpt_path=/no/such.ckpt: no such checkpoint file",
+    "model.colour=red": "model.colour: unknown field 'colour'; allowed: block, widths",
+    "expansion=2,4,3": "model.expansion=3: stage 1 width 64 / expansion 3",
+    "optim.optimizer.lr=0": "optim.optimizer.lr=0: expected a number in (0, inf)",
+}
+
+
+@pytest.mark.parametrize("args", sorted(BAD_INPUT))
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(cli, tmp_path, args):
+    result = cli("search.run", *args.split(), cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.strip() == f"error: {BAD_INPUT[args]}" or (
+        result.stderr.startswith(f"error: {BAD_INPUT[args]}") and len(result.stderr.strip().splitlines()) == 1
+    )
+    assert "Traceback" not in result.stderr
+    assert list(tmp_path.iterdir()) == []  # no multirun/ or outputs/ half-written
