@@ -14,8 +14,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: install
-	$(PYTHON) -m blocks.complexity model=resnet50 resolution=224
-	$(PYTHON) -m blocks.complexity report=design_notes
+	$(PYTHON) -m search.run block=bottleneck expansion=2,4,8
 
 test: install
 	$(PYTHON) -m pytest -q
@@ -28,6 +27,7 @@ lint: install
 
 bench: install
 	$(PYTHON) benchmarks/complexity_speed.py
+	$(PYTHON) benchmarks/training_throughput.py
 
 clean:
 	rm -rf $(VENV) outputs multirun

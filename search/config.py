@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
+from hydra import compose, initialize_config_module
 from hydra.core.config_store import ConfigStore
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
@@ -35,6 +36,12 @@ class Parts:
 
     datamodule: pl.LightningDataModule
     spec: blocks.ModelSpec
+
+
+def compose_config(*overrides: str) -> DictConfig:
+    """The config `python -m search.run OVERRIDES` composes for one job (for tests, benchmarks, tools)."""
+    with initialize_config_module("conf", version_base="1.3"):
+        return compose("config", overrides=list(overrides))
 
 
 def check_int(cfg: DictConfig, key: str, minimum: int) -> int:

@@ -6,18 +6,16 @@ import pickle
 from pathlib import Path
 
 import numpy as np
-from hydra import compose, initialize_config_module
 from PIL import Image
 
-import search.config  # noqa: F401  (registers the model schema)
+from search.config import compose_config
 
 FAST = ["trainer.max_epochs=2", "logger=none", "trainer.progress_refresh=0"]
 
 
 def make_cfg(*overrides: str):
     """The real composed config of `python -m search.run`, shrunk for a test."""
-    with initialize_config_module("conf", version_base="1.3"):
-        return compose("config", overrides=[*FAST, *overrides])
+    return compose_config(*FAST, *overrides)
 
 
 def write_cifar10(root: Path, per_batch: int = 20) -> Path:
