@@ -20,6 +20,7 @@ from blocks.counting import Complexity, complexity
 from blocks.design_notes import design_notes_report
 from blocks.network import build_model
 from blocks.spec import FIELDS, SpecError
+from blocks.table import markdown_table
 
 OPTIONS = {"model": "resnet50", "resolution": 224, "format": "table", "report": None, "fvcore": False}
 FLOPS_NOTE = "FLOPs are multiply-accumulates (MACs) of conv and linear layers, as fvcore counts them."
@@ -57,16 +58,8 @@ def format_table(cx: Complexity) -> str:
     total = ["model", f"{cx.params:,}", f"{cx.flops:,}", f"{(cx.spec.num_classes,)}"]
     rows = [total + ([f"{cx.fvcore_flops:,}"] if measured else [])]
     rows += [[f"  {r.name}", f"{r.params:,}", f"{r.flops:,}", str(r.shape)] + [""] * measured for r in cx.rows]
-    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
-    lines = [
-        "| " + " | ".join(c.ljust(w) for c, w in zip(header, widths, strict=True)) + " |",
-        "|:" + "-" * (widths[0] + 1) + "|" + "|".join("-" * (w + 1) + ":" for w in widths[1:]) + "|",
-    ]
-    for row in rows:
-        cells = [row[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(row[1:], widths[1:], strict=True)]
-        lines.append("| " + " | ".join(cells) + " |")
     h, w = cx.resolution
-    return "\n".join([f"{cx.spec.name} at {h}x{w}", *lines, FLOPS_NOTE])
+    return "\n".join([f"{cx.spec.name} at {h}x{w}", markdown_table(header, rows), FLOPS_NOTE])
 
 
 def run(argv: list[str]) -> str:

@@ -14,6 +14,8 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from blocks.table import markdown_table
+
 METRICS = {"val top-1 (%)": "val/acc", "test top-1 (%)": "test/acc"}
 
 
@@ -61,19 +63,8 @@ def ablation_rows(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def markdown(rows: list[dict[str, Any]]) -> str:
     """A Markdown table of `rows` (numbers right-aligned, thousands separated)."""
-    columns = list(rows[0])
-    cells = [[f"{row[c]:,}" if isinstance(row[c], int) else str(row[c]) for c in columns] for row in rows]
-    widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
-    line = lambda values: (
-        "| "
-        + " | ".join(
-            v.ljust(w) if i == 0 else v.rjust(w)  # noqa: E731
-            for i, (v, w) in enumerate(zip(values, widths, strict=True))
-        )
-        + " |"
-    )
-    rule = "|" + "|".join(("-" * (w + 2)) if i == 0 else ("-" * (w + 1) + ":") for i, w in enumerate(widths)) + "|"
-    return "\n".join([line(columns), rule, *(line(r) for r in cells)])
+    cells = [[f"{value:,}" if isinstance(value, int) else str(value) for value in row.values()] for row in rows]
+    return markdown_table(list(rows[0]), cells)
 
 
 def write_ablation(sweep_dir: Path) -> str | None:
