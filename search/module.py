@@ -11,6 +11,16 @@ from torchmetrics import MeanMetric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 
 
+class DivergedError(FloatingPointError):
+    """The loss became NaN or infinite: training cannot recover, so the run stops."""
+
+
+def check_finite(name: str, value: torch.Tensor, epoch: int) -> None:
+    """Raise `DivergedError` naming the metric if `value` is NaN or infinite."""
+    if not torch.isfinite(value):
+        raise DivergedError(f"{name} became {value.item()} in epoch {epoch}")
+
+
 def is_logging_step(trainer: pl.Trainer) -> bool:
     """Whether the logger writes this training step: Lightning's rule for one optimizer, no accumulation."""
     return (trainer.global_step + 1) % trainer.log_every_n_steps == 0
@@ -52,6 +62,7 @@ class Classifier(pl.LightningModule):
         loss = self.loss(self(images), labels)
         # Logged on the steps the logger writes only: logging every step costs throughput.
         if is_logging_step(self.trainer):
+            check_finite("train/loss", loss, self.current_epoch)
             self.log("train/loss", loss, prog_bar=True)
         return loss
 
@@ -64,6 +75,7 @@ class Classifier(pl.LightningModule):
     def _log_epoch(self, split: str) -> None:
         values = {f"{split}/{name}": value for name, value in self.metrics[split].compute().items()}
         values[f"{split}/loss"] = self.mean_loss[split].compute()
+        check_finite(f"{split}/loss", values[f"{split}/loss"], self.current_epoch)
         # torchmetrics already reduced these across processes; sync_dist only marks them as global.
         self.log_dict(values, prog_bar=split == "val", sync_dist=True)
         self.metrics[split].reset()

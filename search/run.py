@@ -10,6 +10,7 @@ import json
 import os
 import re
 import sys
+from pathlib import Path
 
 import hydra
 from hydra import compose, initialize_config_module
@@ -20,6 +21,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from search.config import prepare
 from search.errors import ConfigError
+from search.study import run_search
 from search.train import train
 
 CONFIG_MODULE, CONFIG_NAME = "conf", "config"
@@ -38,22 +40,43 @@ def job(cfg: DictConfig) -> float:
     return train(cfg)["metrics"].get("val/acc", 0.0)
 
 
+def split_config_dir(argv: list[str]) -> list[str]:
+    """Hydra's `--config-dir DIR` (or `-cd DIR`) as the equivalent `hydra.searchpath` override."""
+    out, args = [], iter(argv)
+    for arg in args:
+        flag, eq, value = arg.partition("=")
+        if flag in ("--config-dir", "-cd"):
+            folder = Path(value if eq else next(args, "")).expanduser().resolve()
+            if not folder.is_dir():
+                raise ConfigError(f"--config-dir={folder}: no such folder")
+            out.append(f"hydra.searchpath=[file://{folder}]")
+        else:
+            out.append(arg)
+    return out
+
+
 def job_overrides(argv: list[str]) -> list[list[str]]:
     """The override list of every job the command line sweeps over (Hydra's basic sweeper rules)."""
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 
-    own = [a for a in argv if not a.startswith(("hydra.", "hydra/", "+hydra", "--", "-"))]
+    own = [a for a in argv if a.startswith("hydra.searchpath=") or not a.startswith(("hydra", "+hydra", "-"))]
     parsed = OverridesParser.create().parse_overrides(own)
     return [job for batch in BasicSweeper.split_arguments(parsed, None) for job in batch]
 
 
-def preflight(argv: list[str]) -> int:
-    """Compose and validate every job of the sweep; returns the number of jobs."""
+def preflight(argv: list[str]) -> list[DictConfig]:
+    """Compose and validate every job of the sweep; returns their configs."""
     jobs = job_overrides(argv)
     with initialize_config_module(CONFIG_MODULE, version_base="1.3"):
-        for overrides in jobs:
-            prepare(_compose(overrides))
-    return len(jobs)
+        configs = [_compose(overrides) for overrides in jobs]
+    for cfg in configs:
+        prepare(cfg)
+    if len(configs) > 1 and configs[0].search.kind != "none":
+        raise ConfigError(
+            f"search={configs[0].search.name}: a search samples its own candidates; "
+            "drop the comma lists (sweeps) from the command"
+        )
+    return configs
 
 
 def _compose(overrides: list[str]) -> DictConfig:
@@ -101,7 +124,11 @@ def main() -> None:
         sys.argv[1:] = ddp_worker_argv(argv)
     else:
         try:
-            preflight(argv)
+            overrides = split_config_dir(argv)
+            first = preflight(overrides)[0]
+            if first.search.kind != "none":
+                run_search(first, overrides)
+                return
         except (ValueError, HydraException, OmegaConfBaseException) as error:
             print(f"error: {one_line(error)}", file=sys.stderr)
             sys.exit(2)

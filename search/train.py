@@ -33,7 +33,7 @@ def job_identity() -> tuple[Path, str, str, list[str]]:
     return output_dir, "_".join(overrides) or "defaults", group, overrides
 
 
-def build_trainer(cfg: DictConfig, run_dir: Path, logger: Any, probes: list[pl.Callback]) -> pl.Trainer:
+def build_trainer(cfg: DictConfig, run_dir: Path, logger: Any, extra: list[pl.Callback]) -> pl.Trainer:
     """A Lightning Trainer from `conf/trainer/`, checkpointing the best `val/acc` under `run_dir`."""
     kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
     for key in TRAINER_EXTRAS:
@@ -43,7 +43,7 @@ def build_trainer(cfg: DictConfig, run_dir: Path, logger: Any, probes: list[pl.C
         ModelCheckpoint(
             dirpath=run_dir / "checkpoints", monitor="val/acc", mode="max", filename="best-{epoch}", save_last=True
         ),
-        *probes,
+        *extra,
     ]
     if refresh:
         callbacks.append(TQDMProgressBar(refresh_rate=refresh))
@@ -57,14 +57,24 @@ def build_trainer(cfg: DictConfig, run_dir: Path, logger: Any, probes: list[pl.C
     )
 
 
-def train(cfg: DictConfig, run_dir: Path | None = None) -> dict[str, Any]:
-    """Train and test the model `cfg` describes; write and return `results.json` (FLOPs as MACs)."""
+def train(
+    cfg: DictConfig,
+    run_dir: Path | None = None,
+    *,
+    callbacks: tuple[pl.Callback, ...] = (),
+    group: str | None = None,
+    overrides: list[str] | None = None,
+) -> dict[str, Any]:
+    """Train and test the model `cfg` describes; write and return `results.json` (FLOPs as MACs).
+
+    Inside a Hydra job the run directory, W&B group and overrides come from Hydra; otherwise from
+    the arguments (the search passes its trial's).
+    """
     start = time.perf_counter()
-    overrides: list[str] = []
     if run_dir is None:
         run_dir, name, group, overrides = job_identity()
     else:
-        name, group = run_dir.name, run_dir.parent.name
+        name, group, overrides = run_dir.name, group or run_dir.parent.name, overrides or []
     run_dir.mkdir(parents=True, exist_ok=True)
     parts = prepare(cfg)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
@@ -76,7 +86,7 @@ def train(cfg: DictConfig, run_dir: Path | None = None) -> dict[str, Any]:
         net, parts.spec.num_classes, instantiate(cfg.optim.optimizer), cfg.optim.scheduler, cfg.optim.label_smoothing
     )
     logger = make_logger(cfg.logger, run_dir, name=name, group=group)
-    trainer = build_trainer(cfg, run_dir, logger, make_probes(cfg.probe, run_dir))
+    trainer = build_trainer(cfg, run_dir, logger, [*make_probes(cfg.probe, run_dir), *callbacks])
     if logger:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True) | {"params": cx.params, "flops": cx.flops})
     ckpt_path = str(Path(str(cfg.ckpt_path)).expanduser()) if cfg.ckpt_path else None

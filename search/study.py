@@ -1,0 +1,424 @@
+"""`python -m search.run search=optuna budget.flops=3M ...`: Optuna search under a FLOP budget.
+
+Each worker runs `study.optimize` one trial at a time (so heartbeats and stale-trial retry work) and
+stops when `search.n_trials` trials have been trained in the whole study. A candidate's FLOPs come
+from the closed form before anything is built; over-budget ones are recorded and never trained.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shlex
+import subprocess
+import sys
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import optuna
+from omegaconf import DictConfig, OmegaConf
+from optuna.storages import RetryHeartbeatStaleTrialCallback
+from optuna.trial import TrialState
+
+import blocks
+from search.config import check_choice, check_int, compose_config, prepare
+from search.errors import ConfigError
+from search.module import DivergedError
+from search.space import (
+    Dimension,
+    candidate_fields,
+    iter_samples,
+    parse_flops,
+    parse_space,
+    smallest_candidate,
+    suggest,
+    to_overrides,
+)
+from search.train import train
+
+WORKER_ENV = "BLOCKSEARCH_WORKER"  # index of a worker process started by `search.workers=N`
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+SEARCH_KEYS = ("search=", "search.", "budget.", "+search", "+budget")
+# Settings of how a search runs, not of what it searches: they do not change the study's name.
+RUN_ONLY_KEYS = (
+    "search.n_trials=",
+    "search.workers=",
+    "search.dry_run",
+    "search.storage=",
+    "search.heartbeat_s=",
+    "search.gpus_per_trial=",
+    "search.max_candidates=",
+    "hydra.",
+    "hydra/",
+)
+
+
+class CandidateFailed(Exception):
+    """A trial that ends without a result: invalid candidate, diverged training, or no slot left."""
+
+
+@dataclass
+class SearchContext:
+    """Everything a worker needs to turn a trial into a trained candidate."""
+
+    cfg: DictConfig
+    argv: list[str]
+    dims: list[Dimension]
+    base: dict[str, Any]
+    resolution: int
+    budget: int | None
+    study_dir: Path
+    trained_last: bool = field(default=False)
+
+    @property
+    def n_trials(self) -> int:
+        return self.cfg.search.n_trials
+
+    @property
+    def pareto(self) -> bool:
+        return self.cfg.search.objective == "pareto"
+
+
+def base_overrides(argv: list[str]) -> list[str]:
+    """The user's overrides that are not about the search itself (a trial's config starts from them)."""
+    return [
+        a
+        for a in argv
+        if not a.startswith(SEARCH_KEYS) and (a.startswith("hydra.searchpath=") or not a.startswith(("hydra", "-")))
+    ]
+
+
+def study_name(cfg: DictConfig, argv: list[str]) -> str:
+    """`search.study_name`, or SPACE_BUDGET_HASH of the command, so rerunning it finds the same study."""
+    if cfg.search.study_name:
+        return str(cfg.search.study_name)
+    budget = str(cfg.budget.flops) if cfg.budget.flops is not None else "nobudget"
+    what = sorted(a for a in argv if not a.startswith(RUN_ONLY_KEYS))
+    digest = hashlib.sha1(" ".join(what).encode()).hexdigest()[:6]
+    return f"{cfg.search.name}_{budget}_{digest}"
+
+
+def storage_url(cfg: DictConfig, name: str) -> str:
+    """`search.storage`, or SQLite in runs/STUDY/ (created)."""
+    if cfg.search.storage:
+        return str(cfg.search.storage)
+    folder = Path("runs") / name
+    folder.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{folder / 'study.db'}"
+
+
+def open_storage(url: str, heartbeat_s: int) -> optuna.storages.RDBStorage:
+    """An RDB storage with heartbeats (a dead trial is failed after 4 silent beats and retried)."""
+    engine: dict[str, Any] = {"pool_pre_ping": True}
+    if url.startswith("sqlite"):
+        engine["connect_args"] = {"timeout": 120}  # several workers queue on SQLite's lock
+    else:
+        engine.update(pool_size=2, max_overflow=2)  # the trial and its heartbeat thread, per process
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeats: stable in use
+            return optuna.storages.RDBStorage(
+                url,
+                engine_kwargs=engine,
+                heartbeat_interval=heartbeat_s,
+                grace_period=4 * heartbeat_s,
+                heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=3),
+            )
+    except Exception as error:  # sqlalchemy's many connection errors, an unknown dialect, a bad path
+        reason = " ".join(str(error).split("\n")[0].split())[:300]
+        raise ConfigError(f"search.storage={url}: cannot open it ({type(error).__name__}: {reason})") from None
+
+
+def make_sampler(cfg: DictConfig, dims: list[Dimension], base: dict[str, Any]) -> optuna.samplers.BaseSampler:
+    """TPE (constant liar for parallel workers), NSGA-II, random or grid, seeded per worker."""
+    seed = cfg.search.seed + int(os.environ.get(WORKER_ENV, 0))
+    kind = check_choice(cfg, "search.sampler", ("tpe", "nsga2", "random", "grid"))
+    if kind == "tpe":
+        return optuna.samplers.TPESampler(seed=seed, constant_liar=True)
+    if kind == "nsga2":
+        return optuna.samplers.NSGAIISampler(seed=seed)
+    if kind == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if any(d.if_block for d in dims):
+        raise ConfigError("search.sampler=grid: the space has conditional dimensions (if_block); use tpe or random")
+    stages = len(base["depths"])
+    grid = {}
+    for dim in dims:
+        names = [f"{dim.key}.{i + 1}" for i in range(stages)] if dim.per_stage else [dim.key]
+        grid.update({name: dim.values() for name in names})
+    return optuna.samplers.GridSampler(grid, seed=seed)
+
+
+def make_pruner(cfg: DictConfig) -> optuna.pruners.BasePruner:
+    """Median or Hyperband on val/acc per epoch; never for the multi-objective search."""
+    kind = check_choice(cfg, "search.pruner", ("median", "hyperband", "none"))
+    if kind == "none" or cfg.search.objective == "pareto":
+        return optuna.pruners.NopPruner()
+    if kind == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=4, n_warmup_steps=2)
+    return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=cfg.trainer.max_epochs)
+
+
+def record_candidate(trial: optuna.Trial, ctx: SearchContext, cx: blocks.Complexity, overrides: list[str]) -> None:
+    """Store what the candidate is and costs, and tell the sampler its constraint (feasible where <= 0)."""
+    replay = ["python", "-m", "search.run", *base_overrides(ctx.argv), *overrides]
+    trial.set_user_attr("flops", cx.flops)
+    trial.set_user_attr("params", cx.params)
+    trial.set_user_attr("model", cx.spec.to_dict())
+    trial.set_user_attr("overrides", overrides)
+    trial.set_user_attr("replay", " ".join(shlex.quote(a) for a in replay))
+    trial.set_constraint("flops", float(cx.flops - ctx.budget) if ctx.budget else 0.0)
+
+
+def claim_slot(trial: optuna.Trial, ctx: SearchContext) -> None:
+    """Mark the trial as one to train, then check that at most n_trials are: write, then read.
+
+    Whichever of two racing workers reads last sees the other's mark, so the study never trains
+    more than n_trials; a trial that finds no slot fails as skipped and its worker waits.
+    """
+    trial.set_user_attr("trained", True)
+    others = [
+        t
+        for t in trial.study.get_trials(deepcopy=False, states=(TrialState.RUNNING, *FINISHED))
+        if t.user_attrs.get("trained") and t.number != trial.number
+    ]
+    if len(others) >= ctx.n_trials:
+        trial.set_user_attr("trained", False)
+        trial.set_user_attr("fail_reason", "skipped: other workers hold all search.n_trials slots")
+        raise CandidateFailed("skipped: no trial slot left")
+
+
+def objective(trial: optuna.Trial, ctx: SearchContext) -> float | tuple[float, float]:
+    """Suggest, cost in closed form, reject over budget, else build the config, train, report val/acc."""
+    ctx.trained_last = False
+    params = suggest(trial, ctx.dims, ctx.base)
+    overrides = to_overrides(params, ctx.base)
+    try:
+        cx = blocks.complexity(blocks.make_spec(candidate_fields(ctx.base, params)), ctx.resolution)
+    except ValueError as error:
+        trial.set_user_attr("fail_reason", f"invalid candidate: {error}")
+        trial.set_user_attr("overrides", overrides)
+        raise CandidateFailed(str(error)) from None
+    record_candidate(trial, ctx, cx, overrides)
+    if ctx.budget is not None and cx.flops > ctx.budget:
+        trial.set_user_attr("trained", False)
+        trial.set_user_attr("train_s", 0.0)
+        return (0.0, float(cx.flops)) if ctx.pareto else 0.0
+    claim_slot(trial, ctx)
+    accuracy = train_candidate(trial, ctx, overrides, cx)
+    ctx.trained_last = True
+    return (accuracy, float(cx.flops)) if ctx.pareto else accuracy
+
+
+def train_candidate(trial: optuna.Trial, ctx: SearchContext, overrides: list[str], cx: blocks.Complexity) -> float:
+    """Train the trial's config with `train()`, pruning on val/acc; returns the best val/acc."""
+    from optuna_integration import PyTorchLightningPruningCallback
+
+    cfg = compose_config(*base_overrides(ctx.argv), *overrides)
+    run_dir = ctx.study_dir / f"trial_{trial.number}"
+    callbacks = () if ctx.pareto else (PyTorchLightningPruningCallback(trial, monitor="val/acc"),)
+    start = time.perf_counter()
+    trial.set_user_attr("run_dir", str(run_dir))
+    try:
+        results = train(cfg, run_dir, callbacks=callbacks, group=ctx.study_dir.name, overrides=overrides)
+    except DivergedError as error:
+        trial.set_user_attr("fail_reason", f"diverged: {error}")
+        raise CandidateFailed(str(error)) from None
+    finally:
+        trial.set_user_attr("train_s", round(time.perf_counter() - start, 3))
+        trial.set_user_attr("checkpoint", _best_checkpoint(run_dir))
+    if results["flops"] != cx.flops:  # the composed config must build the candidate that was costed
+        raise RuntimeError(f"trial {trial.number}: composed config costs {results['flops']} MACs, not {cx.flops}")
+    trial.set_user_attr("metrics", results["metrics"])
+    return results["metrics"].get("val/acc_best", results["metrics"]["val/acc"])
+
+
+def _best_checkpoint(run_dir: Path) -> str | None:
+    found = sorted((run_dir / "checkpoints").glob("best-*.ckpt"), key=lambda p: p.stat().st_mtime)
+    return str(found[-1]) if found else None
+
+
+def trained_counts(study: optuna.Study) -> tuple[int, int]:
+    """(finished trained trials, trained trials finished or running) in the whole study."""
+    trials = [
+        t
+        for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING, *FINISHED))
+        if t.user_attrs.get("trained")
+    ]
+    return sum(t.state in FINISHED for t in trials), len(trials)
+
+
+def worker_loop(study: optuna.Study, ctx: SearchContext) -> None:
+    """Run trials until the study holds n_trials trained ones; no batch barrier between workers."""
+    untrained_in_a_row = 0
+    while True:
+        finished, claimed = trained_counts(study)
+        if finished >= ctx.n_trials:
+            return
+        if claimed >= ctx.n_trials:  # the last slots are being trained elsewhere; one may still fail
+            time.sleep(min(5, ctx.cfg.search.heartbeat_s))
+            optuna.storages.fail_stale_trials(study)
+            continue
+        if untrained_in_a_row >= ctx.cfg.search.max_candidates:
+            raise ConfigError(
+                f"search.max_candidates={ctx.cfg.search.max_candidates}: that many candidates in "
+                "a row were over budget, invalid or diverged; raise budget.flops or narrow the space"
+            )
+        try:
+            study.optimize(lambda trial: objective(trial, ctx), n_trials=1, catch=(CandidateFailed,))
+        except optuna.exceptions.UpdateFinishedTrialError:
+            pass  # another worker judged this trial stale and failed it: it will be retried (optuna #5582)
+        untrained_in_a_row = 0 if ctx.trained_last else untrained_in_a_row + 1
+
+
+def check_settings(cfg: DictConfig, dims: list[Dimension]) -> None:
+    """Validate the `search.*` settings and their interplay with the command's shortcuts."""
+    for key in ("n_trials", "workers", "heartbeat_s", "dry_run_samples", "max_candidates"):
+        check_int(cfg, f"search.{key}", 1)
+    check_int(cfg, "search.gpus_per_trial", 0)
+    check_int(cfg, "search.seed", 0)
+    check_choice(cfg, "search.objective", ("accuracy", "pareto"))
+    for dim in dims:
+        shortcut = dim.key.removeprefix("model.")
+        if shortcut in ("expansion", "depths", "widths") and cfg.get(shortcut) is not None:
+            raise ConfigError(
+                f"{shortcut}={cfg[shortcut]}: fixes a field the search space varies ({dim.key}); "
+                f"drop it or remove {dim.key} from search.space"
+            )
+
+
+def make_context(cfg: DictConfig, argv: list[str]) -> SearchContext:
+    """Validate the search and find, before anything trains, whether any model fits the budget."""
+    dims = parse_space(OmegaConf.to_container(cfg.search.space, resolve=True))
+    check_settings(cfg, dims)
+    budget = parse_flops(cfg.budget.flops)
+    parts = prepare(cfg)
+    base = parts.spec.to_dict()
+    resolution = parts.datamodule.resolution
+    smallest = smallest_candidate(dims, base, resolution)
+    if budget is not None and smallest.flops > budget:
+        spec = smallest.spec
+        raise ConfigError(
+            f"budget.flops={cfg.budget.flops}: no model in the search space fits {budget:,} multiply-accumulates; "
+            f"the smallest costs {smallest.flops:,} (block={spec.block}, expansion={list(spec.stage_expansions())}, "
+            f"depths={list(spec.depths)}, widths={list(spec.widths)})"
+        )
+    name = study_name(cfg, argv)
+    return SearchContext(cfg, argv, dims, base, resolution, budget, Path("runs") / name)
+
+
+def open_study(ctx: SearchContext) -> optuna.Study:
+    """Create the study, or load it to resume."""
+    cfg = ctx.cfg
+    name = ctx.study_dir.name
+    storage = open_storage(storage_url(cfg, name), cfg.search.heartbeat_s)
+    directions = ["maximize", "minimize"] if ctx.pareto else ["maximize"]
+    study = optuna.create_study(
+        study_name=name,
+        storage=storage,
+        directions=directions,
+        load_if_exists=True,
+        sampler=make_sampler(cfg, ctx.dims, ctx.base),
+        pruner=make_pruner(cfg),
+    )
+    study.set_user_attr("budget_flops", ctx.budget)
+    study.set_user_attr("objective", cfg.search.objective)
+    study.set_user_attr("resolution", ctx.resolution)
+    study.set_user_attr("base_overrides", base_overrides(ctx.argv))
+    return study
+
+
+def spawn_workers(ctx: SearchContext) -> None:
+    """`search.workers=N`: N processes running this command as single workers on the same storage."""
+    gpus = ctx.cfg.search.gpus_per_trial
+    procs = []
+    for index in range(ctx.cfg.search.workers):
+        env = dict(os.environ, **{WORKER_ENV: str(index)})
+        if gpus:
+            env["CUDA_VISIBLE_DEVICES"] = ",".join(str(index * gpus + g) for g in range(gpus))
+        argv = [a for a in ctx.argv if not a.startswith("search.workers=")] + ["search.workers=1"]
+        procs.append(subprocess.Popen([sys.executable, "-m", "search.run", *argv], env=env))
+    codes = [p.wait() for p in procs]
+    if any(codes):
+        raise SystemExit(max(codes))
+
+
+def run_search(cfg: DictConfig, argv: list[str]) -> None:
+    """Entry point for `search.kind=optuna`: dry run, or search until n_trials are trained."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    ctx = make_context(cfg, argv)
+    if cfg.search.dry_run:
+        print(dry_run_report(ctx))
+        return
+    study = open_study(ctx)
+    if cfg.search.workers > 1 and WORKER_ENV not in os.environ:
+        spawn_workers(ctx)
+    else:
+        worker_loop(study, ctx)
+    if WORKER_ENV not in os.environ:
+        print(summary(study, ctx))
+
+
+def dry_run_report(ctx: SearchContext) -> str:
+    """How FLOPs and params are spread over sampled candidates, and how many fit the budget."""
+    import numpy as np
+
+    start = time.perf_counter()
+    costs, invalid = [], 0
+    for params in iter_samples(ctx.dims, ctx.base, ctx.cfg.search.dry_run_samples, ctx.cfg.search.seed):
+        try:
+            costs.append(blocks.complexity(blocks.make_spec(candidate_fields(ctx.base, params)), ctx.resolution))
+        except ValueError:
+            invalid += 1
+    flops = np.array([c.flops for c in costs])
+    params = np.array([c.params for c in costs])
+    quantiles = [0, 10, 25, 50, 75, 90, 100]
+    rows = [[f"p{q}", f"{int(np.percentile(flops, q)):,}", f"{int(np.percentile(params, q)):,}"] for q in quantiles]
+    from blocks.table import markdown_table
+
+    smallest, largest = costs[int(flops.argmin())], costs[int(flops.argmax())]
+    lines = [
+        f"Dry run: {len(costs) + invalid:,} candidates sampled in {time.perf_counter() - start:.1f} s "
+        f"({invalid:,} invalid), nothing trained.",
+        markdown_table(["quantile", "FLOPs (MACs)", "params"], rows),
+    ]
+    if ctx.budget is not None:
+        fits = int((flops <= ctx.budget).sum())
+        lines.append(f"Under budget.flops={ctx.budget:,} MACs: {fits:,} of {len(costs):,} ({fits / len(costs):.0%}).")
+    for label, cx in (("smallest", smallest), ("largest", largest)):
+        lines.append(
+            f"{label}: {cx.flops:,} MACs, {cx.params:,} params (block={cx.spec.block}, "
+            f"expansion={list(cx.spec.stage_expansions())}, depths={list(cx.spec.depths)}, "
+            f"widths={list(cx.spec.widths)})"
+        )
+    lines.append("FLOPs are multiply-accumulates at the data's resolution.")
+    return "\n".join(lines)
+
+
+def summary(study: optuna.Study, ctx: SearchContext) -> str:
+    """What the study holds now, and the command that selects from it."""
+    trials = study.get_trials(deepcopy=False)
+    trained = [t for t in trials if t.user_attrs.get("trained") and t.state in FINISHED]
+    rejected = [t for t in trials if t.user_attrs.get("trained") is False and t.state == TrialState.COMPLETE]
+    storage = storage_url(ctx.cfg, ctx.study_dir.name)
+    lines = [
+        f"Study {study.study_name}: {len(trained)} trained trials "
+        f"({sum(t.state == TrialState.PRUNED for t in trained)} pruned), {len(rejected)} over-budget candidates "
+        f"rejected without training, {sum(t.state == TrialState.FAIL for t in trials)} failed."
+    ]
+    complete = [t for t in trained if t.state == TrialState.COMPLETE]
+    if complete:
+        best = max(complete, key=lambda t: t.values[0])
+        lines.append(
+            f"Best: trial {best.number}, val/acc {best.values[0]:.4f}, {best.user_attrs['flops']:,} MACs, "
+            f"{best.user_attrs['params']:,} params: {best.user_attrs['replay']}"
+        )
+    budget = f" budget.flops={ctx.cfg.budget.flops}" if ctx.budget else ""
+    lines.append(
+        f"Select: python -m search.select search.storage={storage} search.study_name={study.study_name}"
+        f"{budget} out=chosen/"
+    )
+    return "\n".join(lines)
