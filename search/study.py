@@ -7,6 +7,7 @@ from the closed form before anything is built; over-budget ones are recorded and
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shlex
@@ -267,10 +268,9 @@ def worker_loop(study: optuna.Study, ctx: SearchContext) -> None:
                 f"search.max_candidates={ctx.cfg.search.max_candidates}: that many candidates in "
                 "a row were over budget, invalid or diverged; raise budget.flops or narrow the space"
             )
-        try:
+        # Another worker may judge a slow trial stale and fail it first: it is retried (optuna #5582).
+        with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
             study.optimize(lambda trial: objective(trial, ctx), n_trials=1, catch=(CandidateFailed,))
-        except optuna.exceptions.UpdateFinishedTrialError:
-            pass  # another worker judged this trial stale and failed it: it will be retried (optuna #5582)
         untrained_in_a_row = 0 if ctx.trained_last else untrained_in_a_row + 1
 
 
