@@ -3,9 +3,15 @@ VENV ?= .venv
 PYTHON := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install demo test test-fast lint bench clean
+.PHONY: install services demo test test-fast lint bench clean
 
 install: $(STAMP)
+
+# Real servers and browsers the tests use: PostgreSQL (many search workers), Chromium (HTML reports).
+services:
+	@if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || ! command -v chromium >/dev/null 2>&1; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql chromium >/dev/null; \
+	fi
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -16,7 +22,7 @@ $(STAMP): pyproject.toml
 demo: install
 	$(PYTHON) -m search.run block=bottleneck expansion=2,4,8
 
-test: install
+test: install services
 	$(PYTHON) -m pytest -q
 
 test-fast: install

@@ -82,10 +82,10 @@ def parse_space(space: Mapping[str, Any]) -> list[Dimension]:
     if not space:
         raise ConfigError("search.space is empty: add at least one dimension, e.g. model.expansion: {choices: [2, 4]}")
     dims = []
-    for key, entry in space.items():
+    for key, entry in _flatten(space).items():
         where = f"search.space.{key}"
         entry = dict(entry or {})
-        unknown = set(entry) - {"choices", "low", "high", "log", "per_stage", "if_block"}
+        unknown = set(entry) - DIMENSION_OPTIONS
         if unknown:
             raise ConfigError(
                 f"{where}: unknown option {sorted(unknown)[0]!r}; allowed: choices, low, high, log, per_stage, if_block"
@@ -111,6 +111,21 @@ def parse_space(space: Mapping[str, Any]) -> list[Dimension]:
             )
         )
     return sorted(dims, key=lambda d: d.key != "block")  # the family first: other dimensions depend on it
+
+
+DIMENSION_OPTIONS = {"choices", "low", "high", "log", "per_stage", "if_block"}
+
+
+def _flatten(space: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested keys (as `search.space.optim.optimizer.lr=...` makes them) joined back into config paths."""
+    flat = {}
+    for key, entry in space.items():
+        path = f"{prefix}{key}"
+        if isinstance(entry, Mapping) and entry and not set(entry) & DIMENSION_OPTIONS:
+            flat.update(_flatten(entry, f"{path}."))
+        else:
+            flat[path] = entry
+    return flat
 
 
 def _is_number(value: Any) -> bool:
