@@ -62,3 +62,24 @@ def _quiet_settings():
     import wandb
 
     return wandb.Settings(silent=True, x_disable_stats=True, console="off")
+
+
+def log_tables(cfg: dict[str, Any], run_dir: Path, *, name: str, group: str, tables: dict[str, tuple]) -> None:
+    """One W&B run (e.g. a study's summary) holding `tables`: {key: (columns, rows)}; no-op unless W&B."""
+    if cfg.get("kind") != "wandb":
+        return
+    import wandb
+
+    os.environ["WANDB_MODE"] = wandb_mode()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    run = wandb.init(
+        project=cfg.get("project"),
+        entity=cfg.get("entity"),
+        name=name,
+        group=group,
+        job_type="study",
+        dir=str(run_dir),
+        settings=_quiet_settings(),
+    )
+    run.log({key: wandb.Table(columns=columns, data=rows) for key, (columns, rows) in tables.items()})
+    run.finish()

@@ -27,6 +27,7 @@ from optuna.trial import TrialState
 import blocks
 from search.config import check_choice, check_int, compose_config, prepare
 from search.errors import ConfigError
+from search.loggers import log_tables
 from search.module import DivergedError
 from search.space import (
     Dimension,
@@ -359,7 +360,33 @@ def run_search(cfg: DictConfig, argv: list[str]) -> None:
     else:
         worker_loop(study, ctx)
     if WORKER_ENV not in os.environ:
+        log_study(study, ctx)
         print(summary(study, ctx))
+
+
+def log_study(study: optuna.Study, ctx: SearchContext) -> None:
+    """The study-level W&B run: every candidate, and the Pareto front of accuracy against FLOPs (MACs)."""
+    from search.select import pareto_front, trained
+
+    columns = ["trial", "state", "trained", "val_acc", "flops_macs", "params", "overrides"]
+
+    def row(t: optuna.trial.FrozenTrial) -> list[Any]:
+        value = t.values[0] if t.values else None
+        return [
+            t.number,
+            t.state.name,
+            bool(t.user_attrs.get("trained")),
+            value,
+            t.user_attrs.get("flops"),
+            t.user_attrs.get("params"),
+            " ".join(t.user_attrs.get("overrides", [])),
+        ]
+
+    tables = {
+        "trials": (columns, [row(t) for t in study.get_trials(deepcopy=False)]),
+        "pareto_front": (columns, [row(t) for t in pareto_front(trained(study))]),
+    }
+    log_tables(ctx.cfg.logger, ctx.study_dir, name=f"{study.study_name}-study", group=study.study_name, tables=tables)
 
 
 def dry_run_report(ctx: SearchContext) -> str:
