@@ -21,6 +21,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from blocks.table import markdown_table
 from search.errors import ConfigError
+from search.outdir import staged_output
 from search.space import parse_flops
 
 OPTIONS = {"search.storage": None, "search.study_name": None, "budget.flops": None, "out": "chosen", "retrain.seeds": 0}
@@ -116,29 +117,29 @@ def replay_overrides(study: optuna.Study) -> list[str]:
 
 def export(out: Path, chosen: FrozenTrial, front: list[FrozenTrial]) -> None:
     """Write model/selected.yaml, selected.ckpt and pareto.csv into `out`, all or nothing."""
-    if out.exists() and not (out / "model" / "selected.yaml").is_file() and any(out.iterdir()):
-        raise ConfigError(f"out={out}: exists and holds something else; choose a new or empty folder")
-    staging = out.with_name(f".{out.name}.partial")
-    shutil.rmtree(staging, ignore_errors=True)
-    (staging / "model").mkdir(parents=True)
-    model = {k: v for k, v in chosen.user_attrs["model"].items() if k != "name"}
-    header = (
-        f"# Selected from trial {chosen.number}: val/acc {accuracy(chosen):.4f}, "
-        f"{chosen.user_attrs['flops']:,} MACs, {chosen.user_attrs['params']:,} params\n"
-    )
-    (staging / "model" / "selected.yaml").write_text(header + yaml.safe_dump(model, sort_keys=False))
-    if chosen.user_attrs.get("checkpoint"):
-        shutil.copyfile(chosen.user_attrs["checkpoint"], staging / "selected.ckpt")
-    with open(staging / "pareto.csv", "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["trial", "val_acc", "flops_macs", "params", "overrides"])
-        writer.writerows(
-            [t.number, accuracy(t), t.user_attrs["flops"], t.user_attrs["params"], " ".join(t.user_attrs["overrides"])]
-            for t in front
+    with staged_output(out, marker="model/selected.yaml") as staging:
+        (staging / "model").mkdir()
+        model = {k: v for k, v in chosen.user_attrs["model"].items() if k != "name"}
+        header = (
+            f"# Selected from trial {chosen.number}: val/acc {accuracy(chosen):.4f}, "
+            f"{chosen.user_attrs['flops']:,} MACs, {chosen.user_attrs['params']:,} params\n"
         )
-    if out.exists():
-        shutil.rmtree(out)
-    staging.rename(out)
+        (staging / "model" / "selected.yaml").write_text(header + yaml.safe_dump(model, sort_keys=False))
+        if chosen.user_attrs.get("checkpoint"):
+            shutil.copyfile(chosen.user_attrs["checkpoint"], staging / "selected.ckpt")
+        with open(staging / "pareto.csv", "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["trial", "val_acc", "flops_macs", "params", "overrides"])
+            writer.writerows(
+                [
+                    t.number,
+                    accuracy(t),
+                    t.user_attrs["flops"],
+                    t.user_attrs["params"],
+                    " ".join(t.user_attrs["overrides"]),
+                ]
+                for t in front
+            )
 
 
 def retrain(out: Path, overrides: list[str], seeds: int) -> str:

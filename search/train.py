@@ -17,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 
 import blocks
 from search.config import prepare
+from search.history import EpochHistory
 from search.loggers import make_logger
 from search.module import Classifier
 from search.probes import make_probes
@@ -43,6 +44,7 @@ def build_trainer(cfg: DictConfig, run_dir: Path, logger: Any, extra: list[pl.Ca
         ModelCheckpoint(
             dirpath=run_dir / "checkpoints", monitor="val/acc", mode="max", filename="best-{epoch}", save_last=True
         ),
+        EpochHistory(run_dir / "history.csv"),
         *extra,
     ]
     if refresh:

@@ -44,3 +44,34 @@ def write_image_folder(root: Path, classes: int = 3, per_class: int = 6, size: i
                 pixels = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
                 Image.fromarray(pixels).save(folder / f"{i}.png")
     return root
+
+
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--hide-scrollbars",
+    "--virtual-time-budget=30000",
+]
+
+
+def render_page(page: Path, workdir: Path) -> tuple[str, Path]:
+    """Open `page` in headless Chromium as a person would: (the DOM after scripts ran, a screenshot)."""
+    import subprocess
+
+    base = ["chromium", *CHROMIUM_FLAGS, f"--user-data-dir={workdir / 'chromium'}"]
+    dom = subprocess.run(
+        [*base, "--dump-dom", page.resolve().as_uri()], capture_output=True, text=True, timeout=180, check=True
+    ).stdout
+    shot = workdir / "screenshot.png"
+    subprocess.run(
+        [*base, "--window-size=1280,2400", f"--screenshot={shot}", page.resolve().as_uri()],
+        capture_output=True,
+        timeout=180,
+        check=True,
+    )
+    return dom, shot

@@ -1,0 +1,30 @@
+"""`history.csv` in every run directory: epoch-level metrics for training curves, whatever the logger."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import lightning.pytorch as pl
+
+HISTORY_COLUMNS = ["epoch", "step", "train/loss", "val/loss", "val/acc", "val/acc_top5"]
+
+
+class EpochHistory(pl.Callback):
+    """Appends one row per validation epoch (rank zero only)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def on_validation_epoch_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+        if trainer.sanity_checking or not trainer.is_global_zero:
+            return
+        metrics = trainer.callback_metrics
+        row = {"epoch": trainer.current_epoch, "step": trainer.global_step}
+        row |= {k: float(metrics[k]) for k in HISTORY_COLUMNS[2:] if k in metrics}
+        new = not self.path.exists()
+        with open(self.path, "a", newline="") as f:
+            writer = csv.DictWriter(f, HISTORY_COLUMNS)
+            if new:
+                writer.writeheader()
+            writer.writerow(row)
