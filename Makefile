@@ -19,8 +19,15 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
-demo: install
-	$(PYTHON) -m search.run block=bottleneck expansion=2,4,8
+# The ablation of the design notes' question (which expansion?), a small search under a FLOP
+# budget, and a report of each; the README's figure comes from the last one.
+demo: install services
+	$(PYTHON) -m search.run block=bottleneck expansion=2,4,8 hydra.sweep.dir=multirun/demo
+	$(PYTHON) -m search.report multirun/demo
+	$(PYTHON) -m search.run search=optuna budget.flops=3M search.n_trials=10 search.study_name=demo \
+		trainer.max_epochs=10 trainer.progress_refresh=0
+	$(PYTHON) -m search.report search.storage=sqlite:///runs/demo/study.db
+	mkdir -p docs && cp runs/demo/report/accuracy_vs_flops.png docs/search_accuracy_vs_flops.png
 
 test: install services
 	$(PYTHON) -m pytest -q

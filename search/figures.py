@@ -129,23 +129,26 @@ def good_ranges_figure(
 
 def accuracy_vs_flops(
     feasible: Sequence[dict],
+    pruned: Sequence[dict],
     infeasible: Sequence[dict],
     front: Sequence[dict],
     budget: int | None,
     selected: dict | None,
 ) -> go.Figure:
-    """Trained candidates, the Pareto front, over-budget candidates (never trained), budget and choice."""
+    """Trained candidates (pruned ones at their last val/acc), the Pareto front, over-budget candidates
+    (never trained), the budget and the selected model."""
     fig = go.Figure()
-    fig.add_trace(
-        go.Scatter(
-            x=[p["flops"] for p in feasible],
-            y=[p["acc"] for p in feasible],
-            mode="markers",
-            name="trained",
-            text=[p["label"] for p in feasible],
-            marker={"color": _color(0)},
+    for points, name, symbol in ((feasible, "trained", "circle"), (pruned, "pruned (last val/acc)", "circle-open")):
+        fig.add_trace(
+            go.Scatter(
+                x=[p["flops"] for p in points],
+                y=[p["acc"] for p in points],
+                mode="markers",
+                name=name,
+                text=[p["label"] for p in points],
+                marker={"color": _color(0), "symbol": symbol},
+            )
         )
-    )
     fig.add_trace(
         go.Scatter(
             x=[p["flops"] for p in front],

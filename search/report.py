@@ -171,6 +171,7 @@ def study_report(options: dict[str, str]) -> tuple[str, list[Figure], dict[str, 
             else f"search.study_name={name}: no trained trial to plot yet"
         )
     infeasible = [t for t in trials if t.user_attrs.get("trained") is False and t.state == TrialState.COMPLETE]
+    pruned = [t for t in trials if t.user_attrs.get("trained") and t.state == TrialState.PRUNED and t.values]
     front = pareto_front(done)
     try:
         selected = choose(done, budget, str(budget))
@@ -191,6 +192,7 @@ def study_report(options: dict[str, str]) -> tuple[str, list[Figure], dict[str, 
             "Trained candidates, Pareto front, over-budget candidates, budget and selection.",
             figures.accuracy_vs_flops(
                 [point(t) for t in done],
+                [point(t) for t in pruned],
                 [point(t) for t in infeasible],
                 [point(t) for t in front],
                 budget,
@@ -268,7 +270,8 @@ def study_report(options: dict[str, str]) -> tuple[str, list[Figure], dict[str, 
         else "none fits the budget"
     )
     summary = (
-        f"<p>{len(done)} trained trials, {len(infeasible)} over-budget candidates (never trained); "
+        f"<p>{len(done)} trained trials complete, {len(pruned)} pruned, {len(infeasible)} over-budget candidates "
+        "(never trained); "
         f"budget: {f'{budget:,} MACs' if budget else 'none'}; selected: {chosen}.</p>"
     )
     return f"Search report: study {name}", figs, tables, summary
