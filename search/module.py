@@ -46,16 +46,20 @@ class Classifier(pl.LightningModule):
         optimizer: Callable,
         scheduler: str = "cosine",
         label_smoothing: float = 0.0,
+        *,
+        channels_last: bool = False,
     ):
         super().__init__()
-        self.net = net
+        # NHWC lets cuDNN use tensor cores for mixed precision; weights and inputs both need it.
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        self.net = net.to(memory_format=self.memory_format)
         self.optimizer_factory, self.scheduler = optimizer, scheduler
         self.loss = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
         self.metrics = nn.ModuleDict({split: split_metrics(num_classes) for split in ("val", "test")})
         self.mean_loss = nn.ModuleDict({split: MeanMetric() for split in ("val", "test")})
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.net(images)
+        return self.net(images.contiguous(memory_format=self.memory_format))
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         images, labels = batch

@@ -107,7 +107,7 @@ def one_line(error: Exception) -> str:
 def ddp_worker_argv(argv: list[str]) -> list[str]:
     """A DDP worker Lightning launched re-runs our command line: turn it into its own job, not the sweep."""
     job_info = json.loads(os.environ[DDP_JOB_ENV])
-    extras = [a for a in argv if a.startswith("hydra.job.name=")]
+    extras = [a for a in split_config_dir(argv) if a.startswith(("hydra.job.name=", "hydra.searchpath="))]
     return [
         *job_info["overrides"],
         "hydra.mode=RUN",

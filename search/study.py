@@ -282,6 +282,11 @@ def check_settings(cfg: DictConfig, dims: list[Dimension]) -> None:
     check_int(cfg, "search.gpus_per_trial", 0)
     check_int(cfg, "search.seed", 0)
     check_choice(cfg, "search.objective", ("accuracy", "pareto"))
+    if str(cfg.trainer.strategy).startswith("ddp"):
+        raise ConfigError(
+            f"trainer.strategy={cfg.trainer.strategy}: a search trains each trial in one process; "
+            "scale out with search.workers=N and search.gpus_per_trial instead"
+        )
     for dim in dims:
         shortcut = dim.key.removeprefix("model.")
         if shortcut in ("expansion", "depths", "widths") and cfg.get(shortcut) is not None:

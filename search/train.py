@@ -9,10 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
-import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
+from lightning.pytorch.loggers import WandbLogger
 from omegaconf import DictConfig, OmegaConf
 
 import blocks
@@ -81,11 +81,14 @@ def train(
     parts = prepare(cfg)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     net = blocks.build_model(parts.spec)
-    if cfg.trainer.channels_last:
-        net = net.to(memory_format=torch.channels_last)
     cx = blocks.complexity(parts.spec, resolution=parts.datamodule.resolution)
     module = Classifier(
-        net, parts.spec.num_classes, instantiate(cfg.optim.optimizer), cfg.optim.scheduler, cfg.optim.label_smoothing
+        net,
+        parts.spec.num_classes,
+        instantiate(cfg.optim.optimizer),
+        cfg.optim.scheduler,
+        cfg.optim.label_smoothing,
+        channels_last=cfg.trainer.channels_last,
     )
     logger = make_logger(cfg.logger, run_dir, name=name, group=group)
     trainer = build_trainer(cfg, run_dir, logger, [*make_probes(cfg.probe, run_dir), *callbacks])
@@ -123,9 +126,8 @@ def _best_val(trainer: pl.Trainer) -> dict[str, float]:
 
 
 def _write_summary(logger: Any, results: dict[str, Any]) -> None:
-    if hasattr(logger, "experiment") and hasattr(logger.experiment, "summary"):
-        summary = logger.experiment.summary
-        summary.update({"params": results["params"], "flops": results["flops"], **results["metrics"]})
+    if isinstance(logger, WandbLogger):
+        logger.experiment.summary.update({"params": results["params"], "flops": results["flops"], **results["metrics"]})
         logger.experiment.finish()
 
 

@@ -86,6 +86,7 @@ def test_dry_run_trains_nothing(cli, tmp_path):
         (["search.sampler=annealing"], "search.sampler='annealing': allowed: tpe, nsga2, random, grid"),
         (["expansion=2"], "expansion=2: fixes a field the search space varies (model.expansion)"),
         (["expansion=2,4"], "search=optuna: a search samples its own candidates"),
+        (["trainer=ddp"], "trainer.strategy=ddp: a search trains each trial in one process"),
     ],
 )
 def test_search_input_errors(cli, tmp_path, args, message):

@@ -48,6 +48,14 @@ def test_resume_from_checkpoint_continues_training(tmp_path):
     assert trained_epochs == {"2"}  # only the third epoch ran after resuming
 
 
+def test_channels_last_trains_with_nhwc_weights(tmp_path):
+    # trainer=gpu turns it on; the CPU runs the same code path.
+    train(make_cfg("trainer.channels_last=true", "trainer.max_epochs=1"), run_dir=tmp_path)
+    state = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
+    weight = state["net.layer1.0.conv2.weight"]  # (16, 16, 3, 3): NHWC and NCHW strides differ
+    assert weight.is_contiguous(memory_format=torch.channels_last) and not weight.is_contiguous()
+
+
 def test_cifar10_from_torchvision_format(tmp_path):
     root = write_cifar10(tmp_path / "data")
     cfg = make_cfg(
