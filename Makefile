@@ -30,6 +30,7 @@ demo: install services
 	mkdir -p docs && cp runs/demo/report/accuracy_vs_flops.png docs/search_accuracy_vs_flops.png
 
 test: install services
+	$(PYTHON) -m ruff check blocks search tests benchmarks
 	$(PYTHON) -m pytest -q
 
 test-fast: install

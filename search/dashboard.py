@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sys
 
+from search.cli import fail, parse_options
 from search.errors import ConfigError
 
 OPTIONS = {"search.storage": None, "host": "127.0.0.1", "port": "8080"}
@@ -15,12 +16,7 @@ OPTIONS = {"search.storage": None, "host": "127.0.0.1", "port": "8080"}
 
 def parse_args(argv: list[str]) -> dict[str, str]:
     """`key=value` options; a ConfigError names a bad one."""
-    options = dict(OPTIONS)
-    for arg in argv:
-        key, sep, value = arg.partition("=")
-        if not sep or key not in OPTIONS:
-            raise ConfigError(f"{arg}: unknown option; allowed: {', '.join(f'{k}=' for k in OPTIONS)}")
-        options[key] = value
+    options = parse_options(argv, OPTIONS)
     if not options["search.storage"]:
         raise ConfigError("search.storage is missing: give the study storage URL (sqlite:///runs/NAME/study.db)")
     if not options["port"].isdigit() or not 0 < int(options["port"]) < 65536:
@@ -38,8 +34,7 @@ def main() -> None:
         options = parse_args(sys.argv[1:])
         storage = open_storage(options["search.storage"], heartbeat_s=60)
     except ValueError as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
+        fail(error)
     host, port = options["host"], int(options["port"])
     print(f"optuna-dashboard for {options['search.storage']} at http://{host}:{port}/  (Ctrl-C stops it)", flush=True)
     try:
@@ -47,8 +42,7 @@ def main() -> None:
     except KeyboardInterrupt:
         pass
     except OSError as error:  # the port is taken, or the host is not ours
-        print(f"error: host={host} port={port}: cannot serve there ({error.strerror or error})", file=sys.stderr)
-        sys.exit(2)
+        fail(ConfigError(f"host={host} port={port}: cannot serve there ({error.strerror or error})"))
     print("stopped")
 
 

@@ -236,19 +236,7 @@ def training_curves(histories: Mapping[str, Sequence[dict]]) -> go.Figure:
         epochs = [int(r["epoch"]) + 1 for r in rows]
         for col, key, scale in ((1, "val/acc", 100), (2, "train/loss", 1)):
             ys = [float(r[key]) * scale if r.get(key) not in (None, "") else None for r in rows]
-            fig.add_trace(
-                go.Scatter(
-                    x=epochs,
-                    y=ys,
-                    mode="lines+markers",
-                    name=name,
-                    legendgroup=name,
-                    showlegend=col == 1,
-                    line={"color": _color(i)},
-                ),
-                row=1,
-                col=col,
-            )
+            _add_paired_line(fig, name, i, col, epochs, ys)
     fig.update_xaxes(title_text="epoch")
     fig.update_layout(title="Training curves")
     return fig
@@ -259,23 +247,19 @@ def gradflow_figure(series: Mapping[str, Sequence[dict]]) -> go.Figure:
     fig = make_subplots(rows=1, cols=2, subplot_titles=("through the residual branch", "through the skip"))
     for i, (name, rows) in enumerate(series.items()):
         for col, key in ((1, "branch_grad_norm"), (2, "skip_grad_norm")):
-            fig.add_trace(
-                go.Scatter(
-                    x=[r["block"] for r in rows],
-                    y=[r[key] for r in rows],
-                    mode="lines+markers",
-                    name=name,
-                    legendgroup=name,
-                    showlegend=col == 1,
-                    line={"color": _color(i)},
-                ),
-                row=1,
-                col=col,
-            )
+            _add_paired_line(fig, name, i, col, [r["block"] for r in rows], [r[key] for r in rows])
     fig.update_xaxes(title_text="block (input to output)")
     fig.update_yaxes(title_text="mean L2 norm of dL/d(block input)", type="log")
     fig.update_layout(title="Gradient flow by depth")
     return fig
+
+
+def _add_paired_line(fig: go.Figure, name: str, index: int, col: int, x: Sequence, y: Sequence) -> None:
+    """One series in one of two side-by-side panels; its legend entry (shown once) toggles both."""
+    trace = go.Scatter(
+        x=x, y=y, mode="lines+markers", name=name, legendgroup=name, showlegend=col == 1, line={"color": _color(index)}
+    )
+    fig.add_trace(trace, row=1, col=col)
 
 
 def _color(index: int) -> str:

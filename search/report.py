@@ -9,7 +9,6 @@ from __future__ import annotations
 import csv
 import html
 import statistics
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -21,24 +20,18 @@ from optuna.trial import TrialState
 
 from search import figures
 from search.ablation import ablation_rows, load_results, setting_of, shared_overrides
+from search.cli import parse_options, run_main
 from search.errors import ConfigError
 from search.outdir import staged_output
 
 Figure = tuple[str, str, go.Figure]  # (id, caption, figure)
-OPTIONS = ("search.storage", "search.study_name", "out")
+OPTIONS = {"search.storage": None, "search.study_name": None, "out": None}
 
 
 def parse_args(argv: list[str]) -> tuple[Path | None, dict[str, str]]:
     """A sweep folder (a bare argument) or the study options; `out=`."""
-    sweep, options = None, {}
-    for arg in argv:
-        key, sep, value = arg.partition("=")
-        if not sep:
-            sweep = Path(arg)
-        elif key in OPTIONS:
-            options[key] = value
-        else:
-            raise ConfigError(f"{arg}: unknown option; allowed: a sweep folder, {', '.join(f'{k}=' for k in OPTIONS)}")
+    options = {k: v for k, v in parse_options(argv, OPTIONS, bare="SWEEP_DIR").items() if v is not None}
+    sweep = Path(options.pop("SWEEP_DIR")) if "SWEEP_DIR" in options else None
     if (sweep is None) == ("search.storage" not in options):
         raise ConfigError("give a sweep folder (multirun/DAY/TIME) or search.storage=URL, not both or neither")
     return sweep, options
@@ -370,11 +363,7 @@ def run(argv: list[str]) -> str:
 
 def main() -> None:
     """Entry point: one line on success, or one error line on stderr with exit code 2."""
-    try:
-        print(run(sys.argv[1:]))
-    except ValueError as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
+    run_main(run)
 
 
 if __name__ == "__main__":

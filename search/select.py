@@ -11,7 +11,6 @@ import csv
 import shlex
 import shutil
 import statistics
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +19,7 @@ import yaml
 from optuna.trial import FrozenTrial, TrialState
 
 from blocks.table import markdown_table
+from search.cli import parse_options, run_main
 from search.errors import ConfigError
 from search.outdir import staged_output
 from search.space import parse_flops
@@ -31,12 +31,7 @@ MODEL_KEYS = ("model=", "model.", "block=", "expansion=", "depths=", "widths=", 
 
 def parse_args(argv: list[str]) -> dict[str, Any]:
     """`key=value` options; unknown keys are a ConfigError listing the known ones."""
-    options = dict(OPTIONS)
-    for arg in argv:
-        key, sep, value = arg.partition("=")
-        if not sep or key not in OPTIONS:
-            raise ConfigError(f"{arg}: unknown option; allowed: {', '.join(f'{k}=' for k in OPTIONS)}")
-        options[key] = value
+    options = parse_options(argv, OPTIONS)
     if not options["search.storage"]:
         raise ConfigError("search.storage is missing: give the study's storage URL (sqlite:///runs/NAME/study.db)")
     seeds = str(options["retrain.seeds"])
@@ -187,11 +182,7 @@ def run(argv: list[str]) -> str:
 
 def main() -> None:
     """Entry point: the report, or one error line on stderr with exit code 2."""
-    try:
-        print(run(sys.argv[1:]))
-    except ValueError as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
+    run_main(run)
 
 
 if __name__ == "__main__":
