@@ -156,14 +156,14 @@ def study_report(options: dict[str, str]) -> tuple[str, list[Figure], dict[str, 
     done = trained(study)
     budget = study.user_attrs.get("budget_flops")
     if not done:
-        over = sum(t.user_attrs.get("trained") is False for t in trials)
+        over = sum(bool(t.user_attrs.get("over_budget")) for t in trials)
         raise ConfigError(
             f"search.study_name={name}: no trained trial to plot ({over} of {len(trials)} candidates "
             f"were over the budget of {budget:,} MACs)"
             if budget
             else f"search.study_name={name}: no trained trial to plot yet"
         )
-    infeasible = [t for t in trials if t.user_attrs.get("trained") is False and t.state == TrialState.COMPLETE]
+    infeasible = [t for t in trials if t.user_attrs.get("over_budget")]
     pruned = [t for t in trials if t.user_attrs.get("trained") and t.state == TrialState.PRUNED and t.values]
     front = pareto_front(done)
     try:

@@ -175,6 +175,12 @@ def record_candidate(trial: optuna.Trial, ctx: SearchContext, cx: blocks.Complex
     trial.set_constraint("flops", float(cx.flops - ctx.budget) if ctx.budget else 0.0)
 
 
+def trained_twin(trial: optuna.Trial) -> optuna.trial.FrozenTrial | None:
+    """A complete trained trial with exactly this trial's parameters, if the study has one."""
+    done = trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    return next((t for t in done if t.user_attrs.get("trained") and t.params == trial.params), None)
+
+
 def claim_slot(trial: optuna.Trial, ctx: SearchContext) -> None:
     """Mark the trial as one to train, then check that at most n_trials are: write, then read.
 
@@ -206,9 +212,16 @@ def objective(trial: optuna.Trial, ctx: SearchContext) -> float | tuple[float, f
         raise CandidateFailed(str(error)) from None
     record_candidate(trial, ctx, cx, overrides)
     if ctx.budget is not None and cx.flops > ctx.budget:
+        trial.set_user_attr("over_budget", True)
         trial.set_user_attr("trained", False)
         trial.set_user_attr("train_s", 0.0)
         return (0.0, float(cx.flops)) if ctx.pareto else 0.0
+    twin = trained_twin(trial)
+    if twin is not None:  # samplers revisit small discrete spaces: tell the known result, train nothing
+        trial.set_user_attr("trained", False)
+        trial.set_user_attr("duplicate_of", twin.number)
+        trial.set_user_attr("train_s", 0.0)
+        return tuple(twin.values) if ctx.pareto else twin.values[0]
     claim_slot(trial, ctx)
     accuracy = train_candidate(trial, ctx, overrides, cx)
     ctx.trained_last = True
@@ -434,12 +447,14 @@ def summary(study: optuna.Study, ctx: SearchContext) -> str:
     """What the study holds now, and the command that selects from it."""
     trials = study.get_trials(deepcopy=False)
     trained = [t for t in trials if t.user_attrs.get("trained") and t.state in FINISHED]
-    rejected = [t for t in trials if t.user_attrs.get("trained") is False and t.state == TrialState.COMPLETE]
+    rejected = [t for t in trials if t.user_attrs.get("over_budget")]
+    duplicates = sum("duplicate_of" in t.user_attrs for t in trials)
     storage = storage_url(ctx.cfg, ctx.study_dir.name)
     lines = [
         f"Study {study.study_name}: {len(trained)} trained trials "
         f"({sum(t.state == TrialState.PRUNED for t in trained)} pruned), {len(rejected)} over-budget candidates "
-        f"rejected without training, {sum(t.state == TrialState.FAIL for t in trials)} failed."
+        f"rejected without training, {duplicates} repeats of a trained candidate answered from it, "
+        f"{sum(t.state == TrialState.FAIL for t in trials)} failed."
     ]
     complete = [t for t in trained if t.state == TrialState.COMPLETE]
     if complete:

@@ -122,7 +122,9 @@ def test_report_errors_are_one_line_and_write_nothing(cli, tmp_path, case):
         args = [f"search.storage={_study_with(tmp_path, 'empty', [])}"]
         message = "error: search.study_name=empty: the study has no trials yet"
     elif case == "only_infeasible":
-        over = optuna.trial.create_trial(value=0.0, user_attrs={"trained": False, "flops": 9_000_000})
+        over = optuna.trial.create_trial(
+            value=0.0, user_attrs={"trained": False, "over_budget": True, "flops": 9_000_000}
+        )
         storage = _study_with(tmp_path, "over", [over, over])
         optuna.load_study(study_name="over", storage=storage).set_user_attr("budget_flops", 1_000_000)
         args = [f"search.storage={storage}"]

@@ -44,8 +44,11 @@ def test_budget_search_trains_exactly_n_trials_under_budget(cli, tmp_path):
     done = trained(study)
     assert len(done) == 12
     assert all(t.user_attrs["flops"] <= 3_000_000 for t in done)
-    rejected = [t for t in study.trials if t.user_attrs.get("trained") is False]
+    rejected = [t for t in study.trials if t.user_attrs.get("over_budget")]
     assert rejected and all(t.user_attrs["flops"] > 3_000_000 and t.user_attrs["train_s"] == 0 for t in rejected)
+    assert all(t.user_attrs["flops"] <= 3_000_000 for t in study.trials if t not in rejected)
+    repeats = [t for t in study.trials if "duplicate_of" in t.user_attrs]  # answered from a trained twin
+    assert all(study.trials[t.user_attrs["duplicate_of"]].params == t.params for t in repeats)
     assert not any((tmp_path / "runs" / "budget" / f"trial_{t.number}").exists() for t in rejected)
     # every candidate told the sampler its constraint, and the FLOPs recorded are the closed form's
     assert all(t.constraints == {"flops": t.user_attrs["flops"] - 3_000_000} for t in study.trials)
