@@ -160,7 +160,8 @@ def make_pruner(cfg: DictConfig) -> optuna.pruners.BasePruner:
     if kind == "none" or cfg.search.objective == "pareto":
         return optuna.pruners.NopPruner()
     if kind == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=4, n_warmup_steps=2)
+        # judge a trial only once its first quarter of epochs is done: early epochs rank trials poorly
+        return optuna.pruners.MedianPruner(n_startup_trials=4, n_warmup_steps=max(2, cfg.trainer.max_epochs // 4))
     return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=cfg.trainer.max_epochs)
 
 
