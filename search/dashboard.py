@@ -28,7 +28,7 @@ def main() -> None:
     """Entry point: print the URL, serve until Ctrl-C."""
     from optuna_dashboard import run_server
 
-    from search.study import open_storage
+    from search.storage import open_storage
 
     try:
         options = parse_args(sys.argv[1:])

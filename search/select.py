@@ -43,7 +43,7 @@ def parse_args(argv: list[str]) -> dict[str, Any]:
 
 def load_study(url: str, name: str | None) -> optuna.Study:
     """The study, or a ConfigError naming what the storage holds."""
-    from search.study import open_storage
+    from search.storage import open_storage
 
     storage = open_storage(url, heartbeat_s=60)
     names = [s.study_name for s in optuna.get_all_study_summaries(storage)]

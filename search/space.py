@@ -11,15 +11,18 @@ import functools
 import itertools
 import math
 import re
+import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
+import numpy as np
 import optuna
 import yaml
 
 import blocks
+from blocks.table import markdown_table
 from search.errors import ConfigError
 
 SUFFIXES = {"": 1, "K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12}
@@ -260,3 +263,41 @@ def iter_samples(dims: list[Dimension], base: Mapping[str, Any], n: int, seed: i
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
     for _ in range(n):
         yield suggest(study.ask(), dims, base)
+
+
+def describe(spec: blocks.ModelSpec) -> str:
+    """The searched fields of a model, in one line."""
+    return (
+        f"block={spec.block}, expansion={list(spec.stage_expansions())}, depths={list(spec.depths)}, "
+        f"widths={list(spec.widths)}"
+    )
+
+
+def dry_run_report(
+    dims: list[Dimension], base: Mapping[str, Any], resolution: int, budget: int | None, samples: int, seed: int
+) -> str:
+    """How FLOPs and params spread over `samples` random candidates, and how many fit the budget."""
+    start = time.perf_counter()
+    costs, invalid = [], 0
+    for params in iter_samples(dims, base, samples, seed):
+        try:
+            costs.append(blocks.complexity(blocks.make_spec(candidate_fields(base, params)), resolution))
+        except ValueError:
+            invalid += 1
+    flops = np.array([c.flops for c in costs])
+    params = np.array([c.params for c in costs])
+    quantiles = [0, 10, 25, 50, 75, 90, 100]
+    rows = [[f"p{q}", f"{int(np.percentile(flops, q)):,}", f"{int(np.percentile(params, q)):,}"] for q in quantiles]
+    smallest, largest = costs[int(flops.argmin())], costs[int(flops.argmax())]
+    lines = [
+        f"Dry run: {len(costs) + invalid:,} candidates sampled in {time.perf_counter() - start:.1f} s "
+        f"({invalid:,} invalid), nothing trained.",
+        markdown_table(["quantile", "FLOPs (MACs)", "params"], rows),
+    ]
+    if budget is not None:
+        fits = int((flops <= budget).sum())
+        lines.append(f"Under budget.flops={budget:,} MACs: {fits:,} of {len(costs):,} ({fits / len(costs):.0%}).")
+    for label, cx in (("smallest", smallest), ("largest", largest)):
+        lines.append(f"{label}: {cx.flops:,} MACs, {cx.params:,} params ({describe(cx.spec)})")
+    lines.append("FLOPs are multiply-accumulates at the data's resolution.")
+    return "\n".join(lines)

@@ -8,20 +8,17 @@ from the closed form before anything is built; over-budget ones are recorded and
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import shlex
 import subprocess
 import sys
 import time
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import optuna
 from omegaconf import DictConfig, OmegaConf
-from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
 import blocks
@@ -32,30 +29,20 @@ from search.module import DivergedError
 from search.space import (
     Dimension,
     candidate_fields,
-    iter_samples,
+    describe,
+    dry_run_report,
     parse_flops,
     parse_space,
     smallest_candidate,
     suggest,
     to_overrides,
 )
+from search.storage import open_storage, storage_url, study_name
 from search.train import train
 
 WORKER_ENV = "BLOCKSEARCH_WORKER"  # index of a worker process started by `search.workers=N`
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 SEARCH_KEYS = ("search=", "search.", "budget.", "+search", "+budget")
-# Settings of how a search runs, not of what it searches: they do not change the study's name.
-RUN_ONLY_KEYS = (
-    "search.n_trials=",
-    "search.workers=",
-    "search.dry_run",
-    "search.storage=",
-    "search.heartbeat_s=",
-    "search.gpus_per_trial=",
-    "search.max_candidates=",
-    "hydra.",
-    "hydra/",
-)
 
 
 class CandidateFailed(Exception):
@@ -91,47 +78,6 @@ def base_overrides(argv: list[str]) -> list[str]:
         for a in argv
         if not a.startswith(SEARCH_KEYS) and (a.startswith("hydra.searchpath=") or not a.startswith(("hydra", "-")))
     ]
-
-
-def study_name(cfg: DictConfig, argv: list[str]) -> str:
-    """`search.study_name`, or SPACE_BUDGET_HASH of the command, so rerunning it finds the same study."""
-    if cfg.search.study_name:
-        return str(cfg.search.study_name)
-    budget = str(cfg.budget.flops) if cfg.budget.flops is not None else "nobudget"
-    what = sorted(a for a in argv if not a.startswith(RUN_ONLY_KEYS))
-    digest = hashlib.sha1(" ".join(what).encode()).hexdigest()[:6]
-    return f"{cfg.search.name}_{budget}_{digest}"
-
-
-def storage_url(cfg: DictConfig, name: str) -> str:
-    """`search.storage`, or SQLite in runs/STUDY/ (created)."""
-    if cfg.search.storage:
-        return str(cfg.search.storage)
-    folder = Path("runs") / name
-    folder.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{folder / 'study.db'}"
-
-
-def open_storage(url: str, heartbeat_s: int) -> optuna.storages.RDBStorage:
-    """An RDB storage with heartbeats (a dead trial is failed after 4 silent beats and retried)."""
-    engine: dict[str, Any] = {"pool_pre_ping": True}
-    if url.startswith("sqlite"):
-        engine["connect_args"] = {"timeout": 120}  # several workers queue on SQLite's lock
-    else:
-        engine.update(pool_size=2, max_overflow=2)  # the trial and its heartbeat thread, per process
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeats: stable in use
-            return optuna.storages.RDBStorage(
-                url,
-                engine_kwargs=engine,
-                heartbeat_interval=heartbeat_s,
-                grace_period=4 * heartbeat_s,
-                heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=3),
-            )
-    except Exception as error:  # sqlalchemy's many connection errors, an unknown dialect, a bad path
-        reason = " ".join(str(error).split("\n")[0].split())[:300]
-        raise ConfigError(f"search.storage={url}: cannot open it ({type(error).__name__}: {reason})") from None
 
 
 def make_sampler(cfg: DictConfig, dims: list[Dimension], base: dict[str, Any]) -> optuna.samplers.BaseSampler:
@@ -320,11 +266,9 @@ def make_context(cfg: DictConfig, argv: list[str]) -> SearchContext:
     resolution = parts.datamodule.resolution
     smallest = smallest_candidate(dims, base, resolution)
     if budget is not None and smallest.flops > budget:
-        spec = smallest.spec
         raise ConfigError(
             f"budget.flops={cfg.budget.flops}: no model in the search space fits {budget:,} multiply-accumulates; "
-            f"the smallest costs {smallest.flops:,} (block={spec.block}, expansion={list(spec.stage_expansions())}, "
-            f"depths={list(spec.depths)}, widths={list(spec.widths)})"
+            f"the smallest costs {smallest.flops:,} ({describe(smallest.spec)})"
         )
     name = study_name(cfg, argv)
     return SearchContext(cfg, argv, dims, base, resolution, budget, Path("runs") / name)
@@ -371,7 +315,8 @@ def run_search(cfg: DictConfig, argv: list[str]) -> None:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     ctx = make_context(cfg, argv)
     if cfg.search.dry_run:
-        print(dry_run_report(ctx))
+        search = cfg.search
+        print(dry_run_report(ctx.dims, ctx.base, ctx.resolution, ctx.budget, search.dry_run_samples, search.seed))
         return
     study = open_study(ctx)
     if cfg.search.workers > 1 and WORKER_ENV not in os.environ:
@@ -406,42 +351,6 @@ def log_study(study: optuna.Study, ctx: SearchContext) -> None:
         "pareto_front": (columns, [row(t) for t in pareto_front(trained(study))]),
     }
     log_tables(ctx.cfg.logger, ctx.study_dir, name=f"{study.study_name}-study", group=study.study_name, tables=tables)
-
-
-def dry_run_report(ctx: SearchContext) -> str:
-    """How FLOPs and params are spread over sampled candidates, and how many fit the budget."""
-    import numpy as np
-
-    start = time.perf_counter()
-    costs, invalid = [], 0
-    for params in iter_samples(ctx.dims, ctx.base, ctx.cfg.search.dry_run_samples, ctx.cfg.search.seed):
-        try:
-            costs.append(blocks.complexity(blocks.make_spec(candidate_fields(ctx.base, params)), ctx.resolution))
-        except ValueError:
-            invalid += 1
-    flops = np.array([c.flops for c in costs])
-    params = np.array([c.params for c in costs])
-    quantiles = [0, 10, 25, 50, 75, 90, 100]
-    rows = [[f"p{q}", f"{int(np.percentile(flops, q)):,}", f"{int(np.percentile(params, q)):,}"] for q in quantiles]
-    from blocks.table import markdown_table
-
-    smallest, largest = costs[int(flops.argmin())], costs[int(flops.argmax())]
-    lines = [
-        f"Dry run: {len(costs) + invalid:,} candidates sampled in {time.perf_counter() - start:.1f} s "
-        f"({invalid:,} invalid), nothing trained.",
-        markdown_table(["quantile", "FLOPs (MACs)", "params"], rows),
-    ]
-    if ctx.budget is not None:
-        fits = int((flops <= ctx.budget).sum())
-        lines.append(f"Under budget.flops={ctx.budget:,} MACs: {fits:,} of {len(costs):,} ({fits / len(costs):.0%}).")
-    for label, cx in (("smallest", smallest), ("largest", largest)):
-        lines.append(
-            f"{label}: {cx.flops:,} MACs, {cx.params:,} params (block={cx.spec.block}, "
-            f"expansion={list(cx.spec.stage_expansions())}, depths={list(cx.spec.depths)}, "
-            f"widths={list(cx.spec.widths)})"
-        )
-    lines.append("FLOPs are multiply-accumulates at the data's resolution.")
-    return "\n".join(lines)
 
 
 def summary(study: optuna.Study, ctx: SearchContext) -> str:
