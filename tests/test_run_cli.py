@@ -105,3 +105,21 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(cli, tmp_path, args):
     )
     assert "Traceback" not in result.stderr
     assert list(tmp_path.iterdir()) == []  # no multirun/ or outputs/ half-written
+
+
+@pytest.mark.slow
+def test_submitit_launcher_runs_each_job(cli, tmp_path):
+    # submitit_local runs every job in its own process exactly as submitit_slurm does on a cluster,
+    # only without the scheduler: the path a SLURM sweep takes through our code.
+    result = cli(
+        "search.run",
+        "expansion=4,8",
+        "hydra/launcher=submitit_local",
+        "trainer.max_epochs=2",
+        f"hydra.sweep.dir={tmp_path}",
+        *QUIET,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert sorted(r["model"]["expansion"] for r in sweep_results(tmp_path)) == [4, 8]
+    assert (tmp_path / "ablation.md").is_file() and "| expansion=8 " in result.stdout
