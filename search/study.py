@@ -180,6 +180,7 @@ def train_candidate(trial: optuna.Trial, ctx: SearchContext, overrides: list[str
     from optuna_integration import PyTorchLightningPruningCallback
 
     cfg = compose_config(*base_overrides(ctx.argv), *overrides)
+    trial.set_user_attr("config", OmegaConf.to_container(cfg, resolve=True))
     run_dir = ctx.study_dir / f"trial_{trial.number}"
     callbacks = () if ctx.pareto else (PyTorchLightningPruningCallback(trial, monitor="val/acc"),)
     start = time.perf_counter()

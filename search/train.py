@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,8 @@ from search.module import Classifier
 from search.probes import make_probes
 
 TRAINER_EXTRAS = ("channels_last", "progress_refresh")
+# Lightning calls a torch API that torch now marks deprecated, once per run; nothing a user can act on.
+warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)", category=Warning)
 
 
 def job_identity() -> tuple[Path, str, str, list[str]]:

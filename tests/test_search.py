@@ -54,6 +54,7 @@ def test_budget_search_trains_exactly_n_trials_under_budget(cli, tmp_path):
     assert all(t.constraints == {"flops": t.user_attrs["flops"] - 3_000_000} for t in study.trials)
     for t in done[:3]:
         assert t.user_attrs["flops"] == blocks.complexity(t.user_attrs["model"], resolution=8).flops
+        assert t.user_attrs["config"]["trainer"]["max_epochs"] == 2 and t.user_attrs["replay"].startswith("python")
     assert "12 trained trials" in result.stdout and "search.select" in result.stdout
 
 
