@@ -23,7 +23,8 @@ def check_finite(name: str, value: torch.Tensor, epoch: int) -> None:
 
 def is_logging_step(trainer: pl.Trainer) -> bool:
     """Whether the logger writes this training step: Lightning's rule for one optimizer, no accumulation."""
-    return (trainer.global_step + 1) % trainer.log_every_n_steps == 0
+    every = trainer.log_every_n_steps
+    return every > 0 and (trainer.global_step + 1) % every == 0
 
 
 def split_metrics(num_classes: int) -> MetricCollection:
