@@ -104,7 +104,7 @@ def main() -> None:
             plain.append(run_plain(overrides, epochs))
             with tempfile.TemporaryDirectory() as tmp:
                 ours.append(run_lightning(overrides, epochs, Path(tmp)))
-        (plain_steady, plain_whole, steps), (ours_steady, ours_whole, _) = min(plain), min(ours)
+        (plain_steady, plain_whole, _), (ours_steady, ours_whole, _) = min(plain), min(ours)
         print(
             f"{name:30} {1 / plain_steady:14.1f} {1 / ours_steady:13.1f} "
             f"{plain_steady / ours_steady:13.3f} {plain_whole / ours_whole:16.3f}"
