@@ -13,7 +13,7 @@ import shlex
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -60,7 +60,7 @@ class SearchContext:
     resolution: int
     budget: int | None
     study_dir: Path
-    trained_last: bool = field(default=False)
+    trained_last: bool = False
 
     @property
     def n_trials(self) -> int:
