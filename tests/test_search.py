@@ -102,19 +102,24 @@ def test_search_input_errors(cli, tmp_path, args, message):
 
 @pytest.mark.slow
 def test_sigkill_mid_trial_then_resume(tmp_path):
-    args = search_args(
-        tmp_path, "crash", "search.n_trials=4", "search.heartbeat_s=1", "budget.flops=3M", "trainer.max_epochs=12"
-    )
+    # Trials long enough (30 epochs, no pruning) that the kill lands mid-trial, not between trials.
+    settings = ["search.n_trials=3", "search.heartbeat_s=1", "search.pruner=none", "budget.flops=3M"]
+    args = search_args(tmp_path, "crash", *settings, "trainer.max_epochs=30")
     command = [sys.executable, "-m", "search.run", *args]
     worker = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
-    while time.time() < deadline:  # kill once a trial has finished and the next is training
-        time.sleep(1)
-        if (tmp_path / "study.db").exists():
-            trials = load(tmp_path, "crash").trials
-            running = [t for t in trials if t.state == TrialState.RUNNING and t.user_attrs.get("trained")]
-            if len(trained(load(tmp_path, "crash"))) >= 1 and running and running[0].intermediate_values:
-                break
+    while time.time() < deadline and worker.poll() is None:  # kill once one trial is done and the next trains
+        time.sleep(0.3)
+        if not (tmp_path / "study.db").exists():
+            continue
+        try:
+            study = load(tmp_path, "crash")
+        except KeyError:  # the worker has made the database but not the study yet
+            continue
+        running = [t for t in study.trials if t.state == TrialState.RUNNING and t.user_attrs.get("trained")]
+        if trained(study) and running and running[0].intermediate_values:
+            break
+    assert worker.poll() is None, "the search ended before a trial could be killed mid-training"
     worker.send_signal(signal.SIGKILL)
     worker.wait()
     before = load(tmp_path, "crash")
@@ -124,7 +129,7 @@ def test_sigkill_mid_trial_then_resume(tmp_path):
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     after = load(tmp_path, "crash")
     done = trained(after)
-    assert len(done) == 4
+    assert len(done) == 3
     assert {t.number: t.values for t in done if t.number in finished_before} == finished_before
     assert after.trials[killed.number].state == TrialState.FAIL
     with warnings.catch_warnings():
