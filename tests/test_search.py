@@ -1,6 +1,8 @@
 """The Optuna search as a user runs it: budget, resume after SIGKILL, NaN trials, Pareto and selection."""
 
+import contextlib
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -20,6 +22,17 @@ FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
 def load(tmp_path, name):
     return optuna.load_study(study_name=name, storage=f"sqlite:///{tmp_path}/study.db")
+
+
+def study_exists(db, name):
+    """Read-only look at the worker's SQLite file: opening it through Optuna while the worker is still
+    creating its tables would race with it."""
+    try:
+        with contextlib.closing(sqlite3.connect(f"{db.as_uri()}?mode=ro", uri=True)) as connection:
+            rows = connection.execute("SELECT study_name FROM studies").fetchall()
+    except sqlite3.Error:
+        return False
+    return (name,) in rows
 
 
 def search_args(tmp_path, name, *extra):
@@ -110,12 +123,9 @@ def test_sigkill_mid_trial_then_resume(tmp_path):
     deadline = time.time() + 300
     while time.time() < deadline and worker.poll() is None:  # kill once one trial is done and the next trains
         time.sleep(0.3)
-        if not (tmp_path / "study.db").exists():
+        if not study_exists(tmp_path / "study.db", "crash"):
             continue
-        try:
-            study = load(tmp_path, "crash")
-        except KeyError:  # the worker has made the database but not the study yet
-            continue
+        study = load(tmp_path, "crash")
         running = [t for t in study.trials if t.state == TrialState.RUNNING and t.user_attrs.get("trained")]
         if trained(study) and running and running[0].intermediate_values:
             break
