@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import pickle
 from pathlib import Path
 
@@ -16,6 +17,12 @@ FAST = ["trainer.max_epochs=2", "logger=none", "trainer.progress_refresh=0"]
 def make_cfg(*overrides: str):
     """The real composed config of `python -m search.run`, shrunk for a test."""
     return compose_config(*FAST, *overrides)
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    """The rows of a CSV file a run wrote (metrics.csv, gradflow.csv, ablation.csv...)."""
+    with open(path) as f:
+        return list(csv.DictReader(f))
 
 
 def write_cifar10(root: Path, per_batch: int = 20) -> Path:

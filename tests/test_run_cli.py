@@ -1,12 +1,12 @@
 """`python -m search.run` as a user runs it: sweeps, the ablation table, DDP, and bad input."""
 
-import csv
 import json
 from pathlib import Path
 
 import pytest
 
 import blocks
+from tests.helpers import read_csv
 
 QUIET = ["logger=none", "trainer.progress_refresh=0"]
 
@@ -44,8 +44,7 @@ def test_seeds_aggregate_to_mean_and_std(cli, tmp_path):
         cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr[-2000:]
-    with open(tmp_path / "ablation.csv") as f:
-        rows = list(csv.DictReader(f))
+    rows = read_csv(tmp_path / "ablation.csv")
     assert [(r["setting"], r["seeds"]) for r in rows] == [("expansion=2", "2"), ("expansion=8", "2")]
     by_setting = {}
     for r in sweep_results(tmp_path):
@@ -73,8 +72,7 @@ def test_ddp_on_cpu_with_two_processes(cli, tmp_path):
     (results,) = sweep_results(tmp_path)
     assert {"model", "params", "flops", "metrics", "seed", "wall_s", "best_checkpoint"} <= set(results)
     assert results["metrics"]["test/acc"] > 0.8
-    with open(tmp_path / "0" / "csv" / "metrics.csv") as f:
-        val_rows = [row for row in csv.DictReader(f) if row["val/acc"]]
+    val_rows = [row for row in read_csv(tmp_path / "0" / "csv" / "metrics.csv") if row["val/acc"]]
     assert len(val_rows) == 8  # once per epoch, not once per process
     assert not list(tmp_path.glob("0/csv_*")) and len(list(tmp_path.glob("*/results.json"))) == 1
 

@@ -1,6 +1,5 @@
 """`train(cfg)` on real composed configs and real (small) data."""
 
-import csv
 import json
 
 import pytest
@@ -8,7 +7,7 @@ import torch
 
 import blocks
 from search.train import train
-from tests.helpers import make_cfg, write_cifar10, write_image_folder
+from tests.helpers import make_cfg, read_csv, write_cifar10, write_image_folder
 
 TINY_RESNET = ["model=resnet20", "depths=[1,1,1]"]
 
@@ -22,8 +21,7 @@ def test_results_json_fields_and_complexity(tmp_path):
     assert results["model"]["expansion"] == 8 and results["seed"] == 0
     assert {"val/acc", "val/acc_top5", "val/loss", "test/acc", "test/acc_top5", "test/loss"} <= set(results["metrics"])
     assert torch.load(results["best_checkpoint"], weights_only=False)["state_dict"]
-    with open(tmp_path / "csv" / "metrics.csv") as f:
-        logged = list(csv.DictReader(f))
+    logged = read_csv(tmp_path / "csv" / "metrics.csv")
     assert any(row["train/loss"] for row in logged) and any(row["val/acc"] for row in logged)
 
 
@@ -43,8 +41,7 @@ def test_resume_from_checkpoint_continues_training(tmp_path):
     after = torch.load(tmp_path / "b" / "checkpoints" / "last.ckpt", weights_only=False)
     assert (before["epoch"], after["epoch"]) == (1, 2)
     assert after["global_step"] == before["global_step"] * 3 // 2
-    with open(tmp_path / "b" / "csv" / "metrics.csv") as f:
-        trained_epochs = {row["epoch"] for row in csv.DictReader(f) if row["val/acc"]}
+    trained_epochs = {row["epoch"] for row in read_csv(tmp_path / "b" / "csv" / "metrics.csv") if row["val/acc"]}
     assert trained_epochs == {"2"}  # only the third epoch ran after resuming
 
 
@@ -92,8 +89,7 @@ def test_image_folder(tmp_path):
 def test_gradflow_probe_has_a_row_per_block_per_logged_step(tmp_path):
     cfg = make_cfg("probe=gradflow", "trainer.max_epochs=1", "trainer.log_every_n_steps=4", "depths=[2,1]")
     train(cfg, run_dir=tmp_path)
-    with open(tmp_path / "gradflow.csv") as f:
-        rows = list(csv.DictReader(f))
+    rows = read_csv(tmp_path / "gradflow.csv")
     steps_per_epoch = 1257 // 64  # digits' train split, last partial batch dropped
     logged_steps = range(3, steps_per_epoch, 4)  # Lightning writes steps 4, 8, ... (0-based 3, 7, ...)
     assert [(int(r["step"]), r["block"]) for r in rows] == [
@@ -113,8 +109,7 @@ def test_gradflow_splits_the_input_gradient_into_branch_and_skip(tmp_path):
         "trainer.log_every_n_steps=1",
     )
     train(cfg, run_dir=tmp_path)
-    with open(tmp_path / "gradflow.csv") as f:
-        first_step = [r for r in csv.DictReader(f) if r["step"] == "0"]
+    first_step = [r for r in read_csv(tmp_path / "gradflow.csv") if r["step"] == "0"]
     assert len(first_step) == 3
     assert all(float(r["branch_grad_norm"]) == 0 and float(r["skip_grad_norm"]) > 0 for r in first_step)
 
