@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import lightning.pytorch as pl
 import torch
@@ -58,6 +59,14 @@ class Classifier(pl.LightningModule):
         self.loss = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
         self.metrics = nn.ModuleDict({split: split_metrics(num_classes) for split in ("val", "test")})
         self.mean_loss = nn.ModuleDict({split: MeanMetric() for split in ("val", "test")})
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        # Lightning renames the running hook on ~45 hook calls a training step; nn.Module's checks
+        # for parameters and submodules cost ~1 us each, a tenth of Lightning's overhead on a small network.
+        if name == "_current_fx_name":
+            self.__dict__[name] = value
+        else:
+            super().__setattr__(name, value)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.net(images.contiguous(memory_format=self.memory_format))

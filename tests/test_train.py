@@ -4,9 +4,12 @@ import json
 
 import pytest
 import torch
+from lightning.pytorch.profilers import SimpleProfiler
+from torch import nn
 
 import blocks
-from search.train import train
+from search.module import Classifier
+from search.train import NoProfiler, build_trainer, train
 from tests.helpers import make_cfg, read_csv, write_cifar10, write_image_folder
 
 TINY_RESNET = ["model=resnet20", "depths=[1,1,1]"]
@@ -123,3 +126,18 @@ def test_loggers(tmp_path, logger, monkeypatch):
     assert {"csv": "csv" in written, "none": not written & {"csv", "wandb"}, "wandb": "wandb" in written}[logger]
     if logger == "wandb":
         assert list((tmp_path / "wandb").glob("offline-run-*/run-*.wandb"))
+
+
+def test_lightning_profiler_only_when_configured(tmp_path):
+    assert isinstance(build_trainer(make_cfg(), tmp_path, None, []).profiler, NoProfiler)
+    configured = build_trainer(make_cfg("trainer.profiler=simple"), tmp_path, None, []).profiler
+    assert isinstance(configured, SimpleProfiler)
+
+
+def test_classifier_registers_attributes_like_any_module():
+    # Classifier takes a shortcut for the attribute Lightning sets on every hook call, and only for it.
+    module = Classifier(nn.Linear(4, 2), 2, torch.optim.SGD)
+    module.head = nn.Linear(2, 2)
+    module._current_fx_name = "training_step"
+    assert "head" in dict(module.named_children()) and "head.weight" in dict(module.named_parameters())
+    assert module._current_fx_name == "training_step" and "_current_fx_name" not in dict(module.named_children())
