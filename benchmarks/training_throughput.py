@@ -1,9 +1,12 @@
 """Training throughput of our Lightning path against a plain PyTorch loop, one run, as ratios.
 
-Same network, data batches, batch size, optimiser and schedule on both sides; no validation.
+Same network, data, batch size, optimiser and schedule everywhere; no validation. For reference it also
+times a stock port: a LightningModule that logs its loss every step, fed by a DataLoader, default Trainer.
 Steady state is the median step time after the first (warm-up) epoch; the whole-run figure includes start-up.
+A round runs the three back to back, so each ratio compares runs that saw the same machine; the table gives
+the median ratio over rounds and its range (this shared machine drifts by several percent between runs).
 
-    python benchmarks/training_throughput.py [--rounds 3]
+    python benchmarks/training_throughput.py [--rounds-scale 1.0]
 """
 
 from __future__ import annotations
@@ -13,20 +16,30 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import lightning.pytorch as pl
 import torch
 from hydra.utils import instantiate
+from lightning.pytorch.loggers import CSVLogger
+from torch.nn import functional as F
+from torch.utils.data import DataLoader, TensorDataset
 
 import blocks
 from search.config import compose_config, prepare
 from search.module import Classifier
 from search.train import build_trainer
 
-WORKLOADS = {  # name: (overrides, epochs); short digits epochs (0.2 s) need many to average the noise
-    "digits network on digits": (["logger=csv"], 24),
-    "resnet20 on 32x32 fake data": (["logger=csv", "model=resnet20", "data=fake", "data.size=1280"], 6),
+WORKLOADS = {  # name: (overrides, epochs, rounds); short digits epochs (0.2 s) need many to average the noise
+    "digits network on digits": (["logger=csv"], 24, 9),
+    "resnet20 on 32x32 fake data": (["logger=csv", "model=resnet20", "data=fake", "data.size=1280"], 6, 3),
 }
+
+
+class Timing(NamedTuple):
+    steady_s: float  # median seconds per step after the warm-up epoch
+    whole_s: float  # seconds for the whole run, start-up included
+    steps_per_epoch: int
 
 
 def median_step(marks: list[float], steps_per_epoch: int) -> float:
@@ -48,7 +61,7 @@ class StepClock(pl.Callback):
         self.marks.append(time.perf_counter())
 
 
-def run_lightning(overrides: list[str], epochs: int, run_dir: Path) -> tuple[float, float, int]:
+def run_lightning(overrides: list[str], epochs: int, run_dir: Path) -> Timing:
     """(steady seconds, whole seconds, steps per epoch) for our path."""
     start = time.perf_counter()
     cfg = compose_config(f"trainer.max_epochs={epochs}", "+trainer.limit_val_batches=0", *overrides)
@@ -59,7 +72,7 @@ def run_lightning(overrides: list[str], epochs: int, run_dir: Path) -> tuple[flo
     trainer = build_trainer(cfg, run_dir, instantiate_logger(cfg, run_dir), [clock])
     trainer.fit(module, datamodule=parts.datamodule)
     steps = trainer.num_training_batches
-    return median_step(clock.marks, steps), time.perf_counter() - start, steps
+    return Timing(median_step(clock.marks, steps), time.perf_counter() - start, steps)
 
 
 def instantiate_logger(cfg, run_dir):
@@ -68,7 +81,45 @@ def instantiate_logger(cfg, run_dir):
     return make_logger(cfg.logger, run_dir, name="bench", group="bench")
 
 
-def run_plain(overrides: list[str], epochs: int) -> tuple[float, float, int]:
+class StockClassifier(pl.LightningModule):
+    """A first Lightning port of the plain loop: logs its loss on every step."""
+
+    def __init__(self, net: torch.nn.Module, optimizer, total_steps: int):
+        super().__init__()
+        self.net, self.optimizer_factory, self.total_steps = net, optimizer, total_steps
+
+    def training_step(self, batch, batch_idx):
+        images, labels = batch
+        loss = F.cross_entropy(self.net(images), labels)
+        self.log("train/loss", loss, prog_bar=True)
+        return loss
+
+    def configure_optimizers(self):
+        optimizer = self.optimizer_factory(self.parameters())
+        schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=self.total_steps)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+
+def run_stock(overrides: list[str], epochs: int, run_dir: Path) -> Timing:
+    """(steady seconds, whole seconds, steps per epoch) for the stock port, default Trainer."""
+    start = time.perf_counter()
+    cfg = compose_config(*overrides)
+    parts = prepare(cfg)
+    parts.datamodule.setup("fit")
+    loader = DataLoader(
+        TensorDataset(*parts.datamodule.splits["train"]), batch_size=cfg.data.batch_size, shuffle=True, drop_last=True
+    )
+    pl.seed_everything(0, verbose=False)
+    module = StockClassifier(
+        blocks.build_model(parts.spec), instantiate(cfg.optim.optimizer), total_steps=epochs * len(loader)
+    )
+    clock = StepClock()
+    trainer = pl.Trainer(max_epochs=epochs, logger=CSVLogger(run_dir), callbacks=[clock], default_root_dir=run_dir)
+    trainer.fit(module, train_dataloaders=loader)
+    return Timing(median_step(clock.marks, len(loader)), time.perf_counter() - start, len(loader))
+
+
+def run_plain(overrides: list[str], epochs: int) -> Timing:
     """(steady seconds, whole seconds, steps per epoch) for a plain loop over the same batches."""
     start = time.perf_counter()
     cfg = compose_config(*overrides)
@@ -90,25 +141,49 @@ def run_plain(overrides: list[str], epochs: int) -> tuple[float, float, int]:
             loss.backward()
             optimizer.step()
             schedule.step()
-    return median_step(marks, len(batches)), time.perf_counter() - start, len(batches)
+    return Timing(median_step(marks, len(batches)), time.perf_counter() - start, len(batches))
+
+
+def in_tmp(run):
+    """`run(overrides, epochs, run_dir)` as `run(overrides, epochs)` in a throw-away directory."""
+
+    def run_in_tmp(overrides: list[str], epochs: int) -> Timing:
+        with tempfile.TemporaryDirectory() as tmp:
+            return run(overrides, epochs, Path(tmp))
+
+    return run_in_tmp
+
+
+def paired(baseline: list[Timing], other: list[Timing], field: str) -> str:
+    """Median over rounds of baseline time / other time (a throughput ratio), with its range."""
+    ratios = sorted(getattr(b, field) / getattr(o, field) for b, o in zip(baseline, other, strict=True))
+    return f"{statistics.median(ratios):.3f} ({ratios[0]:.2f}-{ratios[-1]:.2f})"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=3)
-    rounds = parser.parse_args().rounds
-    print(f"{'workload':30} {'plain steps/s':>14} {'ours steps/s':>13} {'steady ratio':>13} {'whole-run ratio':>16}")
-    for name, (overrides, epochs) in WORKLOADS.items():
-        plain, ours = [], []
-        for _ in range(rounds):  # alternate, keep each side's best: the machine's noise only slows
-            plain.append(run_plain(overrides, epochs))
-            with tempfile.TemporaryDirectory() as tmp:
-                ours.append(run_lightning(overrides, epochs, Path(tmp)))
-        (plain_steady, plain_whole, _), (ours_steady, ours_whole, _) = min(plain), min(ours)
-        print(
-            f"{name:30} {1 / plain_steady:14.1f} {1 / ours_steady:13.1f} "
-            f"{plain_steady / ours_steady:13.3f} {plain_whole / ours_whole:16.3f}"
-        )
+    parser.add_argument("--rounds-scale", type=float, default=1.0, help="multiplies each workload's rounds")
+    scale = parser.parse_args().rounds_scale
+    rows = []
+    for name, (overrides, epochs, rounds) in WORKLOADS.items():
+        run_plain(overrides, epochs=2)  # first run in the process pays one-off costs: keep it out
+        sides = {"plain": run_plain, "stock": in_tmp(run_stock), "ours": in_tmp(run_lightning)}
+        timings = {side: [] for side in sides}
+        for i in range(max(1, round(rounds * scale))):
+            order = list(sides)[i % 3 :] + list(sides)[: i % 3]  # nobody always goes first
+            for side in order:
+                timings[side].append(sides[side](overrides, epochs))
+        plain, stock, ours = timings.values()
+        rates = "".join(f"{1 / statistics.median(t.steady_s for t in side):7.1f}" for side in (plain, stock, ours))
+        ratios = [paired(plain, stock, "steady_s"), paired(plain, ours, "steady_s"), paired(plain, ours, "whole_s")]
+        rows.append(f"{name:28} {len(plain):6d}{rates}" + "".join(f"{r:>18}" for r in ratios))
+    print("\nSteady training steps per second (median over rounds); ratios against the plain loop as")
+    print("median over rounds (range), 1.0 = as fast as the plain loop.")
+    print(
+        f"{'workload':28} {'rounds':>6}{'plain':>7}{'stock':>7}{'ours':>7}"
+        + "".join(f"{h:>18}" for h in ("stock steady", "ours steady", "ours whole-run"))
+    )
+    print("\n".join(rows))
 
 
 if __name__ == "__main__":
