@@ -39,7 +39,6 @@ WORKLOADS = {  # name: (overrides, epochs, rounds); short digits epochs (0.2 s) 
 class Timing(NamedTuple):
     steady_s: float  # median seconds per step after the warm-up epoch
     whole_s: float  # seconds for the whole run, start-up included
-    steps_per_epoch: int
 
 
 def median_step(marks: list[float], steps_per_epoch: int) -> float:
@@ -62,7 +61,7 @@ class StepClock(pl.Callback):
 
 
 def run_lightning(overrides: list[str], epochs: int, run_dir: Path) -> Timing:
-    """(steady seconds, whole seconds, steps per epoch) for our path."""
+    """Steady and whole-run seconds for our path."""
     start = time.perf_counter()
     cfg = compose_config(f"trainer.max_epochs={epochs}", "+trainer.limit_val_batches=0", *overrides)
     parts = prepare(cfg)
@@ -72,7 +71,7 @@ def run_lightning(overrides: list[str], epochs: int, run_dir: Path) -> Timing:
     trainer = build_trainer(cfg, run_dir, instantiate_logger(cfg, run_dir), [clock])
     trainer.fit(module, datamodule=parts.datamodule)
     steps = trainer.num_training_batches
-    return Timing(median_step(clock.marks, steps), time.perf_counter() - start, steps)
+    return Timing(median_step(clock.marks, steps), time.perf_counter() - start)
 
 
 def instantiate_logger(cfg, run_dir):
@@ -101,7 +100,7 @@ class StockClassifier(pl.LightningModule):
 
 
 def run_stock(overrides: list[str], epochs: int, run_dir: Path) -> Timing:
-    """(steady seconds, whole seconds, steps per epoch) for the stock port, default Trainer."""
+    """Steady and whole-run seconds for the stock port, default Trainer."""
     start = time.perf_counter()
     cfg = compose_config(*overrides)
     parts = prepare(cfg)
@@ -116,11 +115,11 @@ def run_stock(overrides: list[str], epochs: int, run_dir: Path) -> Timing:
     clock = StepClock()
     trainer = pl.Trainer(max_epochs=epochs, logger=CSVLogger(run_dir), callbacks=[clock], default_root_dir=run_dir)
     trainer.fit(module, train_dataloaders=loader)
-    return Timing(median_step(clock.marks, len(loader)), time.perf_counter() - start, len(loader))
+    return Timing(median_step(clock.marks, len(loader)), time.perf_counter() - start)
 
 
 def run_plain(overrides: list[str], epochs: int) -> Timing:
-    """(steady seconds, whole seconds, steps per epoch) for a plain loop over the same batches."""
+    """Steady and whole-run seconds for a plain loop over the same batches."""
     start = time.perf_counter()
     cfg = compose_config(*overrides)
     parts = prepare(cfg)
@@ -141,7 +140,7 @@ def run_plain(overrides: list[str], epochs: int) -> Timing:
             loss.backward()
             optimizer.step()
             schedule.step()
-    return Timing(median_step(marks, len(batches)), time.perf_counter() - start, len(batches))
+    return Timing(median_step(marks, len(batches)), time.perf_counter() - start)
 
 
 def in_tmp(run):
