@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import json
 import statistics
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -67,16 +68,21 @@ def markdown(rows: list[dict[str, Any]]) -> str:
     return markdown_table(list(rows[0]), cells)
 
 
+def write_csv(path: Path, rows: Sequence[dict[str, Any]]) -> None:
+    """`rows` as CSV, the first row's keys as header."""
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
 def write_ablation(sweep_dir: Path) -> str | None:
     """Write `ablation.csv` and `ablation.md` in `sweep_dir`; return the Markdown (None if no results)."""
     results = load_results(sweep_dir)
     if not results:
         return None
     rows = ablation_rows(results)
-    with open(sweep_dir / "ablation.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    write_csv(sweep_dir / "ablation.csv", rows)
     shared = " ".join(shared_overrides(results)) or "none"
     table = (
         f"Shared by every run: {shared}\n{markdown(rows)}\n"

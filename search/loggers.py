@@ -64,8 +64,10 @@ def _quiet_settings():
     return wandb.Settings(silent=True, x_disable_stats=True, console="off")
 
 
-def log_tables(cfg: dict[str, Any], run_dir: Path, *, name: str, group: str, tables: dict[str, tuple]) -> None:
-    """One W&B run (e.g. a study's summary) holding `tables`: {key: (columns, rows)}; no-op unless W&B."""
+def log_tables(
+    cfg: dict[str, Any], run_dir: Path, *, name: str, group: str, tables: dict[str, list[dict[str, Any]]]
+) -> None:
+    """One W&B run (e.g. a study's summary) holding `tables`: {key: rows}, empty ones left out; no-op unless W&B."""
     if cfg.get("kind") != "wandb":
         return
     import wandb
@@ -81,5 +83,11 @@ def log_tables(cfg: dict[str, Any], run_dir: Path, *, name: str, group: str, tab
         dir=str(run_dir),
         settings=_quiet_settings(),
     )
-    run.log({key: wandb.Table(columns=columns, data=rows) for key, (columns, rows) in tables.items()})
+    run.log(
+        {
+            key: wandb.Table(columns=list(rows[0]), data=[list(row.values()) for row in rows])
+            for key, rows in tables.items()
+            if rows
+        }
+    )
     run.finish()

@@ -9,7 +9,6 @@ from __future__ import annotations
 import csv
 import html
 import statistics
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +18,7 @@ import plotly.io as pio
 from optuna.trial import TrialState
 
 from search import figures
-from search.ablation import ablation_rows, load_results, setting_of, shared_overrides
+from search.ablation import ablation_rows, load_results, setting_of, shared_overrides, write_csv
 from search.cli import parse_options, run_main
 from search.errors import ConfigError
 from search.outdir import staged_output
@@ -35,13 +34,6 @@ def parse_args(argv: list[str]) -> tuple[Path | None, dict[str, str]]:
     if (sweep is None) == ("search.storage" not in options):
         raise ConfigError("give a sweep folder (multirun/DAY/TIME) or search.storage=URL, not both or neither")
     return sweep, options
-
-
-def _csv(path: Path, rows: Sequence[dict[str, Any]]) -> None:
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
 
 
 def _read_csv(path: Path) -> list[dict[str, str]]:
@@ -146,7 +138,7 @@ def trained_view(trials: list[optuna.trial.FrozenTrial]) -> optuna.Study:
 
 def study_report(options: dict[str, str]) -> tuple[str, list[Figure], dict[str, list[dict]], str]:
     """(title, figures, tables, summary HTML) of an Optuna study."""
-    from search.select import choose, load_study, pareto_front, trained
+    from search.select import choose, load_study, pareto_front, trained, trial_row
 
     study = load_study(options["search.storage"], options.get("search.study_name"))
     name = study.study_name
@@ -242,18 +234,7 @@ def study_report(options: dict[str, str]) -> tuple[str, list[Figure], dict[str, 
                 figures.good_ranges_figure(values, errors, ranges),
             )
         )
-    rows = [
-        {
-            "trial": t.number,
-            "state": t.state.name,
-            "trained": bool(t.user_attrs.get("trained")),
-            "val_acc": t.values[0] if t.values else None,
-            "flops_macs": t.user_attrs.get("flops"),
-            "params": t.user_attrs.get("params"),
-            "overrides": " ".join(t.user_attrs.get("overrides", [])),
-        }
-        for t in trials
-    ]
+    rows = [trial_row(t) for t in trials]
     tables = {"trials": rows, "pareto": [r for r in rows if r["trial"] in {t.number for t in front}]}
     if ranges:
         tables["good_ranges"] = ranges
@@ -336,7 +317,7 @@ def write_report(out: Path, title: str, figs: list[Figure], tables: dict[str, li
             ) from None
         for name, rows in tables.items():
             if rows:
-                _csv(staging / f"{name}.csv", rows)
+                write_csv(staging / f"{name}.csv", rows)
 
 
 def default_out(sweep: Path | None, options: dict[str, str], study_title: str) -> Path:

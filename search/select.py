@@ -7,7 +7,6 @@ the front, and prints the command that replays it. `retrain.seeds=3` retrains it
 
 from __future__ import annotations
 
-import csv
 import shlex
 import shutil
 import statistics
@@ -19,6 +18,7 @@ import yaml
 from optuna.trial import FrozenTrial, TrialState
 
 from blocks.table import markdown_table
+from search.ablation import write_csv
 from search.cli import parse_options, run_main
 from search.errors import ConfigError
 from search.outdir import staged_output
@@ -62,6 +62,19 @@ def trained(study: optuna.Study) -> list[FrozenTrial]:
 def accuracy(trial: FrozenTrial) -> float:
     """The trial's objective: best val/acc (a fraction)."""
     return trial.values[0]
+
+
+def trial_row(trial: FrozenTrial) -> dict[str, Any]:
+    """One trial as a table row: state, whether it trained, val/acc (a fraction), FLOPs (MACs), params."""
+    return {
+        "trial": trial.number,
+        "state": trial.state.name,
+        "trained": bool(trial.user_attrs.get("trained")),
+        "val_acc": trial.values[0] if trial.values else None,
+        "flops_macs": trial.user_attrs.get("flops"),
+        "params": trial.user_attrs.get("params"),
+        "overrides": " ".join(trial.user_attrs.get("overrides", [])),
+    }
 
 
 def pareto_front(trials: list[FrozenTrial]) -> list[FrozenTrial]:
@@ -122,19 +135,8 @@ def export(out: Path, chosen: FrozenTrial, front: list[FrozenTrial]) -> None:
         (staging / "model" / "selected.yaml").write_text(header + yaml.safe_dump(model, sort_keys=False))
         if chosen.user_attrs.get("checkpoint"):
             shutil.copyfile(chosen.user_attrs["checkpoint"], staging / "selected.ckpt")
-        with open(staging / "pareto.csv", "w", newline="") as f:
-            writer = csv.writer(f)
-            writer.writerow(["trial", "val_acc", "flops_macs", "params", "overrides"])
-            writer.writerows(
-                [
-                    t.number,
-                    accuracy(t),
-                    t.user_attrs["flops"],
-                    t.user_attrs["params"],
-                    " ".join(t.user_attrs["overrides"]),
-                ]
-                for t in front
-            )
+        rows = [trial_row(t) for t in front]
+        write_csv(staging / "pareto.csv", [{k: v for k, v in r.items() if k not in ("state", "trained")} for r in rows])
 
 
 def retrain(out: Path, overrides: list[str], seeds: int) -> str:

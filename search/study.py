@@ -331,25 +331,11 @@ def run_search(cfg: DictConfig, argv: list[str]) -> None:
 
 def log_study(study: optuna.Study, ctx: SearchContext) -> None:
     """The study-level W&B run: every candidate, and the Pareto front of accuracy against FLOPs (MACs)."""
-    from search.select import pareto_front, trained
-
-    columns = ["trial", "state", "trained", "val_acc", "flops_macs", "params", "overrides"]
-
-    def row(t: optuna.trial.FrozenTrial) -> list[Any]:
-        value = t.values[0] if t.values else None
-        return [
-            t.number,
-            t.state.name,
-            bool(t.user_attrs.get("trained")),
-            value,
-            t.user_attrs.get("flops"),
-            t.user_attrs.get("params"),
-            " ".join(t.user_attrs.get("overrides", [])),
-        ]
+    from search.select import pareto_front, trained, trial_row
 
     tables = {
-        "trials": (columns, [row(t) for t in study.get_trials(deepcopy=False)]),
-        "pareto_front": (columns, [row(t) for t in pareto_front(trained(study))]),
+        "trials": [trial_row(t) for t in study.get_trials(deepcopy=False)],
+        "pareto_front": [trial_row(t) for t in pareto_front(trained(study))],
     }
     log_tables(ctx.cfg.logger, ctx.study_dir, name=f"{study.study_name}-study", group=study.study_name, tables=tables)
 

@@ -23,7 +23,7 @@ def cli():
     return run_module
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -40,7 +40,7 @@ def postgres_url():
     data = Path(tempfile.mkdtemp(prefix="blocksearch-pg-"))
     if os.geteuid() == 0:
         shutil.chown(data, "postgres", "postgres")
-    port = _free_port()
+    port = free_port()
     run = lambda *cmd: subprocess.run([*as_postgres, *cmd], check=True, capture_output=True)  # noqa: E731
     run(str(bindir / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres")
     options = f"-p {port} -k {data} -c listen_addresses=127.0.0.1 -c max_connections=100"

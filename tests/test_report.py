@@ -11,55 +11,37 @@ import urllib.request
 import optuna
 import pytest
 
-from tests.conftest import _free_port
-from tests.helpers import render_page
+from tests.conftest import free_port, run_module
+from tests.helpers import FAST, render_page
 
-FAST = ["logger=none", "trainer.progress_refresh=0", "trainer.max_epochs=2"]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def search_run(folder, *args):
+    """`python -m search.run ARGS` in `folder` (shortened training, quiet), which must succeed."""
+    result = run_module("search.run", *args, *FAST, cwd=folder)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return folder
 
 
 @pytest.fixture(scope="module")
 def sweep_dir(tmp_path_factory):
     folder = tmp_path_factory.mktemp("sweep")
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "search.run",
-            "expansion=2,8",
-            "seed=0,1",
-            "probe=gradflow",
-            f"hydra.sweep.dir={folder}",
-            *FAST,
-        ],
-        cwd=folder,
-        check=True,
-        capture_output=True,
-        timeout=600,
-    )
-    return folder
+    return search_run(folder, "expansion=2,8", "seed=0,1", "probe=gradflow", f"hydra.sweep.dir={folder}")
 
 
 @pytest.fixture(scope="module")
 def study_db(tmp_path_factory):
     folder = tmp_path_factory.mktemp("study")
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "search.run",
-            "search=families",
-            "budget.flops=2M",
-            "search.n_trials=5",
-            "search.pruner=none",
-            "search.study_name=fam",
-            f"search.storage=sqlite:///{folder}/study.db",
-            *FAST,
-        ],
-        cwd=folder,
-        check=True,
-        capture_output=True,
-        timeout=600,
+    storage = f"search.storage=sqlite:///{folder}/study.db"
+    search_run(
+        folder,
+        "search=families",
+        "budget.flops=2M",
+        "search.n_trials=5",
+        "search.pruner=none",
+        "search.study_name=fam",
+        storage,
     )
     return folder / "study.db"
 
@@ -140,7 +122,7 @@ def test_report_errors_are_one_line_and_write_nothing(cli, tmp_path, case):
 
 @pytest.mark.slow
 def test_dashboard_serves_the_study_and_stops_on_ctrl_c(study_db, tmp_path):
-    port = _free_port()
+    port = free_port()
     server = subprocess.Popen(
         [sys.executable, "-m", "search.dashboard", f"search.storage=sqlite:///{study_db}", f"port={port}"],
         cwd=tmp_path,

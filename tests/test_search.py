@@ -15,8 +15,8 @@ from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
 import blocks
+from tests.helpers import FAST
 
-FAST = ["logger=none", "trainer.progress_refresh=0", "trainer.max_epochs=2"]
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
 
