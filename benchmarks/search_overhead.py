@@ -15,7 +15,7 @@ from omegaconf import OmegaConf
 
 import blocks
 from search.config import compose_config, prepare
-from search.space import candidate_fields, iter_samples, parse_space, suggest, to_overrides
+from search.space import candidate_cost, iter_samples, parse_flops, parse_space, suggest, to_overrides
 
 BUDGETS = ("1.5M", "3M")
 
@@ -49,7 +49,7 @@ def main() -> None:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     cfg = compose_config("search=optuna")
     parts = prepare(cfg)
-    base = parts.spec.to_dict()
+    base, resolution = parts.spec.to_dict(), parts.datamodule.resolution
     dims = parse_space(OmegaConf.to_container(cfg.search.space))
     study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=0, constant_liar=True))
     for _ in range(100):  # TPE's cost grows with history: give it some
@@ -64,7 +64,7 @@ def main() -> None:
         study.tell(trial, 0.5)
 
     sampling = timed(sample, 50)
-    closed_form = timed(lambda: blocks.complexity(blocks.make_spec(candidate_fields(base, samples[-1])), 8), 200)
+    closed_form = timed(lambda: candidate_cost(base, samples[-1], resolution), 200)
     composing = timed(lambda: prepare(compose_config(*to_overrides(samples[-1], base))), 20)
     parts.datamodule.setup("fit")
     step = training_step_seconds(parts.spec, parts.datamodule.train_dataloader())
@@ -77,12 +77,9 @@ def main() -> None:
         f"per-trial overhead / one training step: {overhead / step:.2f}  "
         f"(an over-budget candidate costs sampling + check only: {(sampling + closed_form) / step:.2f} steps)"
     )
-    flops = [
-        blocks.complexity(blocks.make_spec(candidate_fields(base, p)), 8).flops for p in iter_samples(dims, base, 5000)
-    ]
+    flops = [candidate_cost(base, p, resolution).flops for p in iter_samples(dims, base, 5000)]
     for budget in BUDGETS:
-        limit = float(budget.rstrip("M")) * 1e6
-        rejected = sum(f > limit for f in flops) / len(flops)
+        rejected = sum(f > parse_flops(budget) for f in flops) / len(flops)
         print(f"budget.flops={budget}: {rejected:.1%} of 5,000 random candidates rejected without training")
 
 

@@ -27,6 +27,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 import blocks
 from search.config import compose_config, prepare
+from search.loggers import make_logger
 from search.module import Classifier
 from search.train import build_trainer
 
@@ -68,16 +69,10 @@ def run_lightning(overrides: list[str], epochs: int, run_dir: Path) -> Timing:
     pl.seed_everything(0, verbose=False)
     module = Classifier(blocks.build_model(parts.spec), parts.spec.num_classes, instantiate(cfg.optim.optimizer))
     clock = StepClock()
-    trainer = build_trainer(cfg, run_dir, instantiate_logger(cfg, run_dir), [clock])
+    trainer = build_trainer(cfg, run_dir, make_logger(cfg.logger, run_dir, name="bench", group="bench"), [clock])
     trainer.fit(module, datamodule=parts.datamodule)
     steps = trainer.num_training_batches
     return Timing(median_step(clock.marks, steps), time.perf_counter() - start)
-
-
-def instantiate_logger(cfg, run_dir):
-    from search.loggers import make_logger
-
-    return make_logger(cfg.logger, run_dir, name="bench", group="bench")
 
 
 class StockClassifier(pl.LightningModule):

@@ -174,6 +174,11 @@ def candidate_fields(base: Mapping[str, Any], params: Mapping[str, Any]) -> dict
     return fields
 
 
+def candidate_cost(base: Mapping[str, Any], params: Mapping[str, Any], resolution: int) -> blocks.Complexity:
+    """Closed-form params and FLOPs (MACs at `resolution`) of a candidate; ValueError if it cannot be built."""
+    return blocks.complexity(blocks.make_spec(candidate_fields(base, params)), resolution)
+
+
 def to_overrides(params: Mapping[str, Any], base: Mapping[str, Any]) -> list[str]:
     """Command-line overrides that make `python -m search.run` build the candidate."""
     overrides = []
@@ -281,7 +286,7 @@ def dry_run_report(
     costs, invalid = [], 0
     for params in iter_samples(dims, base, samples, seed):
         try:
-            costs.append(blocks.complexity(blocks.make_spec(candidate_fields(base, params)), resolution))
+            costs.append(candidate_cost(base, params, resolution))
         except ValueError:
             invalid += 1
     flops = np.array([c.flops for c in costs])

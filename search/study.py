@@ -28,7 +28,7 @@ from search.loggers import log_tables
 from search.module import DivergedError
 from search.space import (
     Dimension,
-    candidate_fields,
+    candidate_cost,
     describe,
     dry_run_report,
     parse_flops,
@@ -152,7 +152,7 @@ def objective(trial: optuna.Trial, ctx: SearchContext) -> float | tuple[float, f
     params = suggest(trial, ctx.dims, ctx.base)
     overrides = to_overrides(params, ctx.base)
     try:
-        cx = blocks.complexity(blocks.make_spec(candidate_fields(ctx.base, params)), ctx.resolution)
+        cx = candidate_cost(ctx.base, params, ctx.resolution)
     except ValueError as error:
         trial.set_user_attr("fail_reason", f"invalid candidate: {error}")
         trial.set_user_attr("overrides", overrides)

@@ -15,7 +15,7 @@ from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
 import blocks
-from tests.helpers import FAST
+from tests.helpers import FAST, read_csv
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
@@ -197,6 +197,9 @@ def test_pareto_search_select_export_and_replay(cli, tmp_path):
         and t.user_attrs["model"]["expansion"] == model["expansion"]
     )
     assert blocks.complexity(model, resolution=8).flops == selected.user_attrs["flops"]
+    front = read_csv(out / "pareto.csv")
+    assert list(front[0]) == ["trial", "val_acc", "flops_macs", "params", "overrides"]
+    assert str(selected.number) in {row["trial"] for row in front}
     replay = cli(
         "search.run",
         "--config-dir",
