@@ -132,6 +132,10 @@ def test_sigkill_mid_trial_then_resume(tmp_path):
     assert worker.poll() is None, "the search ended before a trial could be killed mid-training"
     worker.send_signal(signal.SIGKILL)
     worker.wait()
+    # Restart as a user would, after the dead trial went stale (4 silent 1 s heartbeats): a quicker restart
+    # samples new candidates first, and one of those may repeat the killed trial's parameters and train
+    # them, so that the retry is answered from that twin rather than trained.
+    time.sleep(5)
     before = load(tmp_path, "crash")
     killed = next(t for t in before.trials if t.state == TrialState.RUNNING)
     finished_before = {t.number: t.values for t in trained(before)}
