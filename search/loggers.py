@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
+from lightning.pytorch.utilities import rank_zero_only
 
 from search.errors import ConfigError
 
@@ -35,13 +36,36 @@ def _netrc_has_key() -> bool:
         return False
 
 
+class BufferedCSVLogger(CSVLogger):
+    """`metrics.csv` written once its unwritten rows span `flush_logs_every_n_steps` steps, and when the run ends.
+
+    Lightning's trainer calls `save()` after every `log_metrics`, so the stock logger reopens and appends to
+    its file on every logging step whatever `flush_logs_every_n_steps` says (lightning#4664, "won't fix"):
+    real time on the small networks a search trains. A crash loses at most that many steps of rows;
+    `history.csv` is written every epoch regardless.
+    """
+
+    @rank_zero_only
+    def save(self) -> None:
+        rows = self.experiment.metrics
+        if rows and rows[-1]["step"] - rows[0]["step"] + 1 >= self._flush_logs_every_n_steps:
+            super().save()
+
+    @rank_zero_only
+    def finalize(self, status: str) -> None:
+        if self._experiment is not None:
+            super().save()
+
+
 def make_logger(cfg: dict[str, Any], run_dir: Path, *, name: str, group: str) -> Logger | bool:
     """The logger of `cfg` (a `conf/logger/` entry) writing under `run_dir`; False for none."""
     kind = cfg.get("kind")
     if kind == "none":
         return False
     if kind == "csv":
-        return CSVLogger(save_dir=run_dir, name="", version="csv")
+        return BufferedCSVLogger(
+            save_dir=run_dir, name="", version="csv", flush_logs_every_n_steps=cfg.get("flush_logs_every_n_steps", 100)
+        )
     if kind == "wandb":
         mode = wandb_mode()
         # wandb's own setting decides the mode; without it, it would try the network.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import time
@@ -51,6 +52,15 @@ class NoProfiler(PassThroughProfiler):
         return contextlib.nullcontext(action_name)
 
 
+class BestCheckpoint(ModelCheckpoint):
+    """ModelCheckpoint whose state key is built once: Lightning formats it for every callback hook it calls,
+    ~7 a training step, each time the repr of five settings that never change after construction."""
+
+    @functools.cached_property
+    def state_key(self) -> str:
+        return super().state_key
+
+
 def build_trainer(cfg: DictConfig, run_dir: Path, logger: Any, extra: list[pl.Callback]) -> pl.Trainer:
     """A Lightning Trainer from `conf/trainer/`, checkpointing the best `val/acc` under `run_dir`."""
     kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
@@ -58,7 +68,7 @@ def build_trainer(cfg: DictConfig, run_dir: Path, logger: Any, extra: list[pl.Ca
         kwargs.pop(key)
     refresh = cfg.trainer.progress_refresh
     callbacks = [
-        ModelCheckpoint(
+        BestCheckpoint(
             dirpath=run_dir / "checkpoints", monitor="val/acc", mode="max", filename="best-{epoch}", save_last=True
         ),
         EpochHistory(run_dir / "history.csv"),

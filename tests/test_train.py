@@ -8,6 +8,7 @@ from lightning.pytorch.profilers import SimpleProfiler
 from torch import nn
 
 import blocks
+from search.loggers import make_logger
 from search.module import Classifier
 from search.train import NoProfiler, build_trainer, train
 from tests.helpers import make_cfg, read_csv, write_cifar10, write_image_folder
@@ -25,7 +26,10 @@ def test_results_json_fields_and_complexity(tmp_path):
     assert {"val/acc", "val/acc_top5", "val/loss", "test/acc", "test/acc_top5", "test/loss"} <= set(results["metrics"])
     assert torch.load(results["best_checkpoint"], weights_only=False)["state_dict"]
     logged = read_csv(tmp_path / "csv" / "metrics.csv")
-    assert any(row["train/loss"] for row in logged) and any(row["val/acc"] for row in logged)
+    assert any(row["val/acc"] for row in logged)
+    # every logged training step reached the file, though it is written in batches
+    train_steps = [int(row["step"]) for row in logged if row["train/loss"]]
+    assert train_steps == list(range(9, train_steps[-1] + 1, 10)) and train_steps[-1] >= 29
 
 
 def test_same_seed_reproduces_metrics_exactly(tmp_path):
@@ -126,6 +130,22 @@ def test_loggers(tmp_path, logger, monkeypatch):
     assert {"csv": "csv" in written, "none": not written & {"csv", "wandb"}, "wandb": "wandb" in written}[logger]
     if logger == "wandb":
         assert list((tmp_path / "wandb").glob("offline-run-*/run-*.wandb"))
+
+
+def test_csv_logger_writes_rows_in_batches_and_all_at_the_end(tmp_path):
+    logger = make_logger({"kind": "csv", "flush_logs_every_n_steps": 100}, tmp_path, name="run", group="g")
+    written = tmp_path / "csv" / "metrics.csv"
+    for step in range(9, 100, 10):  # the trainer saves after every log call
+        logger.log_metrics({"train/loss": 1.0}, step=step)
+        logger.save()
+    assert not written.exists()  # rows span 91 steps: not yet
+    logger.log_metrics({"train/loss": 1.0}, step=109)
+    logger.save()
+    assert [row["step"] for row in read_csv(written)] == [str(s) for s in range(9, 110, 10)]
+    logger.log_metrics({"val/acc": 0.5}, step=110)
+    logger.save()
+    logger.finalize("success")
+    assert read_csv(written)[-1] == {"step": "110", "train/loss": "", "val/acc": "0.5"}
 
 
 def test_lightning_profiler_only_when_configured(tmp_path):
