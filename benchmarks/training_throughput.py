@@ -2,9 +2,13 @@
 
 Same network, data, batch size, optimiser and schedule everywhere; no validation. For reference it also
 times a stock port: a LightningModule that logs its loss every step, fed by a DataLoader, default Trainer.
-Steady state is the median step time after the first (warm-up) epoch; the whole-run figure includes start-up.
-A round runs the three back to back, so each ratio compares runs that saw the same machine; the table gives
-the median ratio over rounds and its range (this shared machine drifts by several percent between runs).
+
+Steady state is the median step time after the first (warm-up) epoch. This shared machine's speed drifts
+by 10-30% within seconds, so the steady ratios are paired as tightly as the loops allow: each Lightning run
+carries its own plain loop, which trains one epoch of its own network before each of Lightning's epochs,
+and the ratio compares the two medians of that run. The whole-run figure (start-up included, the plain
+epochs left out) is paired with a stand-alone plain run in the same round. The table gives each ratio's
+median over rounds and its range.
 
     python benchmarks/training_throughput.py [--rounds-scale 1.0]
 """
@@ -15,7 +19,7 @@ import argparse
 import statistics
 import tempfile
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import NamedTuple
 
@@ -32,7 +36,7 @@ from search.loggers import make_logger
 from search.module import Classifier
 from search.train import build_trainer
 
-WORKLOADS = {  # name: (overrides, epochs, rounds); short digits epochs (0.2 s) need many to average the noise
+WORKLOADS = {  # name: (overrides, epochs, rounds)
     "digits network on digits": (["logger=csv"], 24, 9),
     "resnet20 on 32x32 fake data": (["logger=csv", "model=resnet20", "data=fake", "data.size=1280"], 6, 3),
 }
@@ -43,33 +47,84 @@ class Timing(NamedTuple):
     whole_s: float  # seconds for the whole run, start-up included
 
 
-def median_step(marks: list[float], steps_per_epoch: int) -> float:
-    """Median step-to-step time after the first (warm-up) epoch: robust to a noisy, shared machine.
+class Run(NamedTuple):
+    """A Lightning run and the plain loop interleaved with it."""
 
-    Per step, so per-epoch work (checkpointing, which the plain loop does not do) stays out of it;
-    the whole-run ratio includes it."""
+    timing: Timing
+    plain_steady_s: float
+
+
+def median_step(marks: list[float], steps_per_epoch: int) -> float:
+    """Median step-to-step time after the first (warm-up) epoch.
+
+    Per step, so per-epoch work (checkpointing, the interleaved plain epochs) stays out of it."""
     steady = marks[steps_per_epoch:]
     return statistics.median(b - a for a, b in zip(steady[:-1], steady[1:], strict=True))
 
 
 class Clocked:
-    """Batches that record the wall-clock time each one is taken: a step clock that adds no hook call to the
-    loop it times (Lightning takes the next batch at the start of each step)."""
+    """Batches that record the wall-clock time each one is taken, after calling `before_epoch`.
 
-    def __init__(self, batches: Iterable, marks: list[float]):
-        self.batches, self.marks = batches, marks
+    A step clock that adds no hook call to the loop it times: Lightning takes the next batch at the start
+    of each step (and stops at the length, without exhausting the iterator)."""
+
+    def __init__(self, batches: Iterable, marks: list[float], before_epoch: Callable[[], None] = lambda: None):
+        self.batches, self.marks, self.before_epoch = batches, marks, before_epoch
 
     def __len__(self) -> int:
         return len(self.batches)
 
     def __iter__(self) -> Iterator:
+        self.before_epoch()
         for batch in self.batches:
             self.marks.append(time.perf_counter())
             yield batch
 
 
-def run_lightning(overrides: list[str], epochs: int, run_dir: Path) -> Timing:
-    """Steady and whole-run seconds for our path."""
+class PlainLoop:
+    """The plain PyTorch loop: our network, batches, optimiser and per-step cosine schedule, nothing else."""
+
+    def __init__(self, overrides: list[str], epochs: int):
+        cfg = compose_config(*overrides)
+        parts = prepare(cfg)
+        torch.manual_seed(0)
+        self.net = blocks.build_model(parts.spec)
+        parts.datamodule.setup("fit")
+        self.marks: list[float] = []
+        self.batches = Clocked(parts.datamodule.train_dataloader(), self.marks)
+        self.optimizer = instantiate(cfg.optim.optimizer)(self.net.parameters())
+        self.schedule = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=epochs * len(self.batches))
+        self.loss_fn = torch.nn.CrossEntropyLoss()
+        self.epochs_s = 0.0  # time spent in epochs
+
+    def epoch(self) -> None:
+        start = time.perf_counter()
+        self.net.train()
+        with torch.enable_grad():
+            for images, labels in self.batches:
+                loss = self.loss_fn(self.net(images), labels)
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                self.optimizer.step()
+                self.schedule.step()
+        self.epochs_s += time.perf_counter() - start
+
+    def steady_s(self) -> float:
+        return median_step(self.marks, len(self.batches))
+
+
+def run_plain(overrides: list[str], epochs: int) -> Timing:
+    """Steady and whole-run seconds for the plain loop on its own."""
+    start = time.perf_counter()
+    loop = PlainLoop(overrides, epochs)
+    for _ in range(epochs):
+        loop.epoch()
+    return Timing(loop.steady_s(), time.perf_counter() - start)
+
+
+def run_lightning(overrides: list[str], epochs: int, run_dir: Path) -> Run:
+    """Our path, with a plain epoch before each of its epochs."""
+    plain = PlainLoop(overrides, epochs)
     start = time.perf_counter()
     cfg = compose_config(f"trainer.max_epochs={epochs}", "+trainer.limit_val_batches=0", *overrides)
     parts = prepare(cfg)
@@ -77,10 +132,11 @@ def run_lightning(overrides: list[str], epochs: int, run_dir: Path) -> Timing:
     module = Classifier(blocks.build_model(parts.spec), parts.spec.num_classes, instantiate(cfg.optim.optimizer))
     marks: list[float] = []
     batches = parts.datamodule.train_dataloader
-    parts.datamodule.train_dataloader = lambda: Clocked(batches(), marks)
+    parts.datamodule.train_dataloader = lambda: Clocked(batches(), marks, plain.epoch)
     trainer = build_trainer(cfg, run_dir, make_logger(cfg.logger, run_dir, name="bench", group="bench"), [])
     trainer.fit(module, datamodule=parts.datamodule)
-    return Timing(median_step(marks, trainer.num_training_batches), time.perf_counter() - start)
+    whole = time.perf_counter() - start - plain.epochs_s
+    return Run(Timing(median_step(marks, trainer.num_training_batches), whole), plain.steady_s())
 
 
 class StockClassifier(pl.LightningModule):
@@ -102,8 +158,9 @@ class StockClassifier(pl.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
 
-def run_stock(overrides: list[str], epochs: int, run_dir: Path) -> Timing:
-    """Steady and whole-run seconds for the stock port, default Trainer."""
+def run_stock(overrides: list[str], epochs: int, run_dir: Path) -> Run:
+    """The stock port, default Trainer, with a plain epoch before each of its epochs."""
+    plain = PlainLoop(overrides, epochs)
     start = time.perf_counter()
     cfg = compose_config(*overrides)
     parts = prepare(cfg)
@@ -117,48 +174,30 @@ def run_stock(overrides: list[str], epochs: int, run_dir: Path) -> Timing:
     )
     marks: list[float] = []
     trainer = pl.Trainer(max_epochs=epochs, logger=CSVLogger(run_dir), default_root_dir=run_dir)
-    trainer.fit(module, train_dataloaders=Clocked(loader, marks))
-    return Timing(median_step(marks, len(loader)), time.perf_counter() - start)
+    trainer.fit(module, train_dataloaders=Clocked(loader, marks, plain.epoch))
+    whole = time.perf_counter() - start - plain.epochs_s
+    return Run(Timing(median_step(marks, len(loader)), whole), plain.steady_s())
 
 
-def run_plain(overrides: list[str], epochs: int) -> Timing:
-    """Steady and whole-run seconds for a plain loop over the same batches."""
-    start = time.perf_counter()
-    cfg = compose_config(*overrides)
-    parts = prepare(cfg)
-    torch.manual_seed(0)
-    net = blocks.build_model(parts.spec)
-    parts.datamodule.setup("fit")
-    marks: list[float] = []
-    batches = Clocked(parts.datamodule.train_dataloader(), marks)
-    optimizer = instantiate(cfg.optim.optimizer)(net.parameters())
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs * len(batches))
-    loss_fn = torch.nn.CrossEntropyLoss()
-    net.train()
-    for _ in range(epochs):
-        for images, labels in batches:
-            loss = loss_fn(net(images), labels)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            schedule.step()
-    return Timing(median_step(marks, len(batches)), time.perf_counter() - start)
-
-
-def in_tmp(run):
+def in_tmp(run: Callable[[list[str], int, Path], Run]) -> Callable[[list[str], int], Run]:
     """`run(overrides, epochs, run_dir)` as `run(overrides, epochs)` in a throw-away directory."""
 
-    def run_in_tmp(overrides: list[str], epochs: int) -> Timing:
+    def run_in_tmp(overrides: list[str], epochs: int) -> Run:
         with tempfile.TemporaryDirectory() as tmp:
             return run(overrides, epochs, Path(tmp))
 
     return run_in_tmp
 
 
-def paired(baseline: list[Timing], other: list[Timing], field: str) -> str:
-    """Median over rounds of baseline time / other time (a throughput ratio), with its range."""
-    ratios = sorted(getattr(b, field) / getattr(o, field) for b, o in zip(baseline, other, strict=True))
+def summary(ratios: list[float]) -> str:
+    """Median over rounds of a throughput ratio, with its range."""
+    ratios = sorted(ratios)
     return f"{statistics.median(ratios):.3f} ({ratios[0]:.2f}-{ratios[-1]:.2f})"
+
+
+def steady_ratios(runs: list[Run]) -> list[float]:
+    """Per run: the interleaved plain loop's step time over the Lightning run's (a throughput ratio)."""
+    return [run.plain_steady_s / run.timing.steady_s for run in runs]
 
 
 def main() -> None:
@@ -169,14 +208,17 @@ def main() -> None:
     for name, (overrides, epochs, rounds) in WORKLOADS.items():
         run_plain(overrides, epochs=2)  # first run in the process pays one-off costs: keep it out
         sides = {"plain": run_plain, "stock": in_tmp(run_stock), "ours": in_tmp(run_lightning)}
-        timings = {side: [] for side in sides}
+        results = {side: [] for side in sides}
         for i in range(max(1, round(rounds * scale))):
             order = list(sides)[i % 3 :] + list(sides)[: i % 3]  # nobody always goes first
             for side in order:
-                timings[side].append(sides[side](overrides, epochs))
-        plain, stock, ours = timings.values()
-        rates = "".join(f"{1 / statistics.median(t.steady_s for t in side):7.1f}" for side in (plain, stock, ours))
-        ratios = [paired(plain, stock, "steady_s"), paired(plain, ours, "steady_s"), paired(plain, ours, "whole_s")]
+                results[side].append(sides[side](overrides, epochs))
+        plain, stock, ours = results.values()
+        steps_per_s = [1 / statistics.median(t.steady_s for t in plain)]
+        steps_per_s += [1 / statistics.median(run.timing.steady_s for run in side) for side in (stock, ours)]
+        whole = [p.whole_s / run.timing.whole_s for p, run in zip(plain, ours, strict=True)]
+        ratios = [summary(steady_ratios(stock)), summary(steady_ratios(ours)), summary(whole)]
+        rates = "".join(f"{rate:7.1f}" for rate in steps_per_s)
         rows.append(f"{name:28} {len(plain):6d}{rates}" + "".join(f"{r:>18}" for r in ratios))
     print("\nSteady training steps per second (median over rounds); ratios against the plain loop as")
     print("median over rounds (range), 1.0 = as fast as the plain loop.")
