@@ -2,15 +2,18 @@
 
 import json
 
+import lightning.pytorch as pl
 import pytest
 import torch
+from hydra.utils import instantiate
 from lightning.pytorch.profilers import SimpleProfiler
 from torch import nn
 
 import blocks
+from search.config import prepare
 from search.loggers import make_logger
 from search.module import Classifier
-from search.train import NoProfiler, build_trainer, train
+from search.train import BestCheckpoint, NoProfiler, build_trainer, train
 from tests.helpers import make_cfg, read_csv, write_cifar10, write_image_folder
 
 TINY_RESNET = ["model=resnet20", "depths=[1,1,1]"]
@@ -146,6 +149,17 @@ def test_csv_logger_writes_rows_in_batches_and_all_at_the_end(tmp_path):
     logger.save()
     logger.finalize("success")
     assert read_csv(written)[-1] == {"step": "110", "train/loss": "", "val/acc": "0.5"}
+
+
+def test_best_checkpoint_still_saves_on_a_step_interval(tmp_path):
+    # BestCheckpoint skips Lightning's per-step checks only when no step or time interval asks for a save.
+    cfg = make_cfg()
+    parts = prepare(cfg)
+    module = Classifier(blocks.build_model(parts.spec), parts.spec.num_classes, instantiate(cfg.optim.optimizer))
+    every_10 = BestCheckpoint(dirpath=tmp_path, every_n_train_steps=10, save_top_k=-1, filename="{step}")
+    trainer = pl.Trainer(max_epochs=1, callbacks=[every_10], logger=False, enable_progress_bar=False)
+    trainer.fit(module, datamodule=parts.datamodule)
+    assert "step=10.ckpt" in {p.name for p in tmp_path.iterdir()}
 
 
 def test_lightning_profiler_only_when_configured(tmp_path):
