@@ -135,6 +135,21 @@ def test_loggers(tmp_path, logger, monkeypatch):
         assert list((tmp_path / "wandb").glob("offline-run-*/run-*.wandb"))
 
 
+def test_a_run_stopped_by_an_exception_closes_its_wandb_run(tmp_path, monkeypatch):
+    # A pruned or diverged trial raises out of fit; the search's next trial in the process needs its own run.
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("WANDB_MODE", "offline")
+
+    class Stop(pl.Callback):
+        def on_train_epoch_end(self, trainer, module):
+            raise RuntimeError("stopped early")
+
+    with pytest.raises(RuntimeError, match="stopped early"):
+        train(make_cfg("logger=wandb"), run_dir=tmp_path / "stopped", callbacks=(Stop(),))
+    train(make_cfg("logger=wandb", "trainer.max_epochs=1"), run_dir=tmp_path / "next")
+    assert list((tmp_path / "next" / "wandb").glob("offline-run-*/run-*.wandb"))
+
+
 def test_csv_logger_writes_rows_in_batches_and_all_at_the_end(tmp_path):
     logger = make_logger({"kind": "csv", "flush_logs_every_n_steps": 100}, tmp_path, name="run", group="g")
     written = tmp_path / "csv" / "metrics.csv"
