@@ -10,7 +10,9 @@ and the ratio compares the two medians of that run. The whole-run figure (start-
 epochs left out) is paired with a stand-alone plain run in the same round. The table gives each ratio's
 median over rounds and its range.
 
-    python benchmarks/training_throughput.py [--rounds-scale 1.0]
+With `--floor` it also times Lightning's own floor: our module in `Trainer(barebones=True)`.
+
+    python benchmarks/training_throughput.py [--rounds-scale 1.0] [--floor]
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import lightning.pytorch as pl
 import torch
 from hydra.utils import instantiate
 from lightning.pytorch.loggers import CSVLogger
+from omegaconf import DictConfig
 from torch.nn import functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -40,6 +43,9 @@ WORKLOADS = {  # name: (overrides, epochs, rounds)
     "digits network on digits": (["logger=csv"], 24, 9),
     "resnet20 on 32x32 fake data": (["logger=csv", "model=resnet20", "data=fake", "data.size=1280"], 6, 3),
 }
+
+
+TrainerFactory = Callable[[DictConfig, Path], pl.Trainer]
 
 
 class Timing(NamedTuple):
@@ -122,8 +128,9 @@ def run_plain(overrides: list[str], epochs: int) -> Timing:
     return Timing(loop.steady_s(), time.perf_counter() - start)
 
 
-def run_lightning(overrides: list[str], epochs: int, run_dir: Path) -> Run:
-    """Our path, with a plain epoch before each of its epochs."""
+def run_classifier(overrides: list[str], epochs: int, run_dir: Path, make_trainer: TrainerFactory) -> Run:
+    """Our LightningModule and data in the Trainer `make_trainer(cfg, run_dir)` builds, with a plain epoch
+    before each of its epochs."""
     plain = PlainLoop(overrides, epochs)
     start = time.perf_counter()
     cfg = compose_config(f"trainer.max_epochs={epochs}", "+trainer.limit_val_batches=0", *overrides)
@@ -133,10 +140,36 @@ def run_lightning(overrides: list[str], epochs: int, run_dir: Path) -> Run:
     marks: list[float] = []
     batches = parts.datamodule.train_dataloader
     parts.datamodule.train_dataloader = lambda: Clocked(batches(), marks, plain.epoch)
-    trainer = build_trainer(cfg, run_dir, make_logger(cfg.logger, run_dir, name="bench", group="bench"), [])
+    trainer = make_trainer(cfg, run_dir)
     trainer.fit(module, datamodule=parts.datamodule)
     whole = time.perf_counter() - start - plain.epochs_s
     return Run(Timing(median_step(marks, trainer.num_training_batches), whole), plain.steady_s())
+
+
+def run_lightning(overrides: list[str], epochs: int, run_dir: Path) -> Run:
+    """Our path: the Trainer every job and trial gets, with its logger, checkpoints and progress bar."""
+
+    def ours(cfg: DictConfig, run_dir: Path) -> pl.Trainer:
+        return build_trainer(cfg, run_dir, make_logger(cfg.logger, run_dir, name="bench", group="bench"), [])
+
+    return run_classifier(overrides, epochs, run_dir, ours)
+
+
+def run_barebones(overrides: list[str], epochs: int, run_dir: Path) -> Run:
+    """Lightning's own floor: our module in `Trainer(barebones=True)`, without callbacks, logging, checkpoints
+    or progress bar (Lightning's mode for measuring its loop's overhead)."""
+
+    def barebones(cfg: DictConfig, run_dir: Path) -> pl.Trainer:
+        return pl.Trainer(
+            max_epochs=epochs,
+            barebones=True,
+            limit_val_batches=0,
+            accelerator=cfg.trainer.accelerator,
+            devices=cfg.trainer.devices,
+            default_root_dir=run_dir,
+        )
+
+    return run_classifier(overrides, epochs, run_dir, barebones)
 
 
 class StockClassifier(pl.LightningModule):
@@ -203,29 +236,30 @@ def steady_ratios(runs: list[Run]) -> list[float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds-scale", type=float, default=1.0, help="multiplies each workload's rounds")
-    scale = parser.parse_args().rounds_scale
+    parser.add_argument("--floor", action="store_true", help="also time Lightning's barebones Trainer")
+    args = parser.parse_args()
+    lightning_sides = {"stock": run_stock, "ours": run_lightning} | ({"floor": run_barebones} if args.floor else {})
     rows = []
     for name, (overrides, epochs, rounds) in WORKLOADS.items():
         run_plain(overrides, epochs=2)  # first run in the process pays one-off costs: keep it out
-        sides = {"plain": run_plain, "stock": in_tmp(run_stock), "ours": in_tmp(run_lightning)}
+        sides = {"plain": run_plain} | {side: in_tmp(run) for side, run in lightning_sides.items()}
         results = {side: [] for side in sides}
-        for i in range(max(1, round(rounds * scale))):
-            order = list(sides)[i % 3 :] + list(sides)[: i % 3]  # nobody always goes first
+        for i in range(max(1, round(rounds * args.rounds_scale))):
+            order = list(sides)[i % len(sides) :] + list(sides)[: i % len(sides)]  # nobody always goes first
             for side in order:
                 results[side].append(sides[side](overrides, epochs))
-        plain, stock, ours = results.values()
+        plain = results.pop("plain")
         steps_per_s = [1 / statistics.median(t.steady_s for t in plain)]
-        steps_per_s += [1 / statistics.median(run.timing.steady_s for run in side) for side in (stock, ours)]
-        whole = [p.whole_s / run.timing.whole_s for p, run in zip(plain, ours, strict=True)]
-        ratios = [summary(steady_ratios(stock)), summary(steady_ratios(ours)), summary(whole)]
+        steps_per_s += [1 / statistics.median(run.timing.steady_s for run in runs) for runs in results.values()]
+        ratios = [summary(steady_ratios(runs)) for runs in results.values()]
+        ratios.append(summary([p.whole_s / run.timing.whole_s for p, run in zip(plain, results["ours"], strict=True)]))
         rates = "".join(f"{rate:7.1f}" for rate in steps_per_s)
         rows.append(f"{name:28} {len(plain):6d}{rates}" + "".join(f"{r:>18}" for r in ratios))
     print("\nSteady training steps per second (median over rounds); ratios against the plain loop as")
     print("median over rounds (range), 1.0 = as fast as the plain loop.")
-    print(
-        f"{'workload':28} {'rounds':>6}{'plain':>7}{'stock':>7}{'ours':>7}"
-        + "".join(f"{h:>18}" for h in ("stock steady", "ours steady", "ours whole-run"))
-    )
+    headers = [f"{side} steady" for side in lightning_sides] + ["ours whole-run"]
+    rate_headers = "".join(f"{side:>7}" for side in ["plain", *lightning_sides])
+    print(f"{'workload':28} {'rounds':>6}{rate_headers}" + "".join(f"{h:>18}" for h in headers))
     print("\n".join(rows))
 
 
