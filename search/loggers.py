@@ -57,6 +57,21 @@ class BufferedCSVLogger(CSVLogger):
             super().save()
 
 
+class ClosingWandbLogger(WandbLogger):
+    """WandbLogger that closes its run, with exit code 1, when training fails.
+
+    Lightning finalizes its loggers with "failed" on any exception in fit or test (a pruned trial, a
+    diverged loss), and the stock WandbLogger then leaves its run open: the next run in the same process
+    (the search's next trial) would log into it.
+    """
+
+    @rank_zero_only
+    def finalize(self, status: str) -> None:
+        super().finalize(status)
+        if status == "failed" and self._experiment is not None:
+            self._experiment.finish(exit_code=1)
+
+
 def make_logger(cfg: dict[str, Any], run_dir: Path, *, name: str, group: str) -> Logger | bool:
     """The logger of `cfg` (a `conf/logger/` entry) writing under `run_dir`; False for none."""
     kind = cfg.get("kind")
@@ -70,7 +85,7 @@ def make_logger(cfg: dict[str, Any], run_dir: Path, *, name: str, group: str) ->
         mode = wandb_mode()
         # wandb's own setting decides the mode; without it, it would try the network.
         os.environ["WANDB_MODE"] = mode
-        return WandbLogger(
+        return ClosingWandbLogger(
             save_dir=str(run_dir),
             project=cfg.get("project"),
             entity=cfg.get("entity"),

@@ -8,7 +8,6 @@ import json
 import os
 import time
 import warnings
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -133,44 +132,25 @@ def train(
     if logger:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True) | {"params": cx.params, "flops": cx.flops})
     ckpt_path = str(Path(str(cfg.ckpt_path)).expanduser()) if cfg.ckpt_path else None
-    with finished(logger):
-        trainer.fit(module, datamodule=parts.datamodule, ckpt_path=ckpt_path)
-        validated = _metrics(trainer, "val/")
-        trainer.test(module, datamodule=parts.datamodule, ckpt_path="best", verbose=False)
-        results = {
-            "model": parts.spec.to_dict(),
-            "params": cx.params,
-            "flops": cx.flops,
-            "flops_unit": "multiply-accumulates",
-            "resolution": parts.datamodule.resolution,
-            "metrics": _best_val(trainer) | validated | _metrics(trainer, "test/"),
-            "seed": cfg.seed,
-            "overrides": overrides,
-            "wall_s": round(time.perf_counter() - start, 3),
-            "best_checkpoint": trainer.checkpoint_callback.best_model_path,
-        }
-        if trainer.is_global_zero:
-            _write_summary(logger, results)
-            write_json(run_dir / "results.json", results)
+    trainer.fit(module, datamodule=parts.datamodule, ckpt_path=ckpt_path)
+    validated = _metrics(trainer, "val/")
+    trainer.test(module, datamodule=parts.datamodule, ckpt_path="best", verbose=False)
+    results = {
+        "model": parts.spec.to_dict(),
+        "params": cx.params,
+        "flops": cx.flops,
+        "flops_unit": "multiply-accumulates",
+        "resolution": parts.datamodule.resolution,
+        "metrics": _best_val(trainer) | validated | _metrics(trainer, "test/"),
+        "seed": cfg.seed,
+        "overrides": overrides,
+        "wall_s": round(time.perf_counter() - start, 3),
+        "best_checkpoint": trainer.checkpoint_callback.best_model_path,
+    }
+    if trainer.is_global_zero:
+        _write_summary(logger, results)
+        write_json(run_dir / "results.json", results)
     return results
-
-
-@contextlib.contextmanager
-def finished(logger: Any) -> Iterator[None]:
-    """Close the logger's W&B run however the block ends; a run that raised finishes with exit code 1.
-
-    Lightning leaves a W&B run open when training stops with an exception (a pruned trial, a diverged
-    loss), and the next run in the same process (the search's next trial) would log into it.
-    """
-    if not isinstance(logger, WandbLogger):
-        yield
-        return
-    try:
-        yield
-    except BaseException:
-        logger.experiment.finish(exit_code=1)
-        raise
-    logger.experiment.finish()
 
 
 def _metrics(trainer: pl.Trainer, prefix: str) -> dict[str, float]:
@@ -185,6 +165,7 @@ def _best_val(trainer: pl.Trainer) -> dict[str, float]:
 def _write_summary(logger: Any, results: dict[str, Any]) -> None:
     if isinstance(logger, WandbLogger):
         logger.experiment.summary.update({"params": results["params"], "flops": results["flops"], **results["metrics"]})
+        logger.experiment.finish()
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:
