@@ -128,22 +128,33 @@ def run_plain(overrides: list[str], epochs: int) -> Timing:
     return Timing(loop.steady_s(), time.perf_counter() - start)
 
 
-def run_classifier(overrides: list[str], epochs: int, run_dir: Path, make_trainer: TrainerFactory) -> Run:
-    """Our LightningModule and data in the Trainer `make_trainer(cfg, run_dir)` builds, with a plain epoch
-    before each of its epochs."""
+def paired_run(overrides: list[str], epochs: int, fit: Callable[[Callable[[Iterable], Clocked]], int]) -> Run:
+    """Time `fit(clocked)`, which trains on `clocked(batches)` and returns the steps per epoch, with a plain
+    epoch before each of its epochs; the whole-run time leaves the plain epochs out."""
     plain = PlainLoop(overrides, epochs)
-    start = time.perf_counter()
-    cfg = compose_config(f"trainer.max_epochs={epochs}", "+trainer.limit_val_batches=0", *overrides)
-    parts = prepare(cfg)
-    pl.seed_everything(0, verbose=False)
-    module = Classifier(blocks.build_model(parts.spec), parts.spec.num_classes, instantiate(cfg.optim.optimizer))
     marks: list[float] = []
-    batches = parts.datamodule.train_dataloader
-    parts.datamodule.train_dataloader = lambda: Clocked(batches(), marks, plain.epoch)
-    trainer = make_trainer(cfg, run_dir)
-    trainer.fit(module, datamodule=parts.datamodule)
+    start = time.perf_counter()
+    steps_per_epoch = fit(lambda batches: Clocked(batches, marks, plain.epoch))
     whole = time.perf_counter() - start - plain.epochs_s
-    return Run(Timing(median_step(marks, trainer.num_training_batches), whole), plain.steady_s())
+    return Run(Timing(median_step(marks, steps_per_epoch), whole), plain.steady_s())
+
+
+def run_classifier(overrides: list[str], epochs: int, run_dir: Path, make_trainer: TrainerFactory) -> Run:
+    """Our LightningModule and data in the Trainer `make_trainer(cfg, run_dir)` builds."""
+
+    def fit(clocked: Callable[[Iterable], Clocked]) -> int:
+        cfg = compose_config(f"trainer.max_epochs={epochs}", "+trainer.limit_val_batches=0", *overrides)
+        parts = prepare(cfg)
+        pl.seed_everything(0, verbose=False)
+        net = blocks.build_model(parts.spec)
+        module = Classifier(net, parts.spec.num_classes, instantiate(cfg.optim.optimizer))
+        batches = parts.datamodule.train_dataloader
+        parts.datamodule.train_dataloader = lambda: clocked(batches())
+        trainer = make_trainer(cfg, run_dir)
+        trainer.fit(module, datamodule=parts.datamodule)
+        return trainer.num_training_batches
+
+    return paired_run(overrides, epochs, fit)
 
 
 def run_lightning(overrides: list[str], epochs: int, run_dir: Path) -> Run:
@@ -192,24 +203,26 @@ class StockClassifier(pl.LightningModule):
 
 
 def run_stock(overrides: list[str], epochs: int, run_dir: Path) -> Run:
-    """The stock port, default Trainer, with a plain epoch before each of its epochs."""
-    plain = PlainLoop(overrides, epochs)
-    start = time.perf_counter()
-    cfg = compose_config(*overrides)
-    parts = prepare(cfg)
-    parts.datamodule.setup("fit")
-    loader = DataLoader(
-        TensorDataset(*parts.datamodule.splits["train"]), batch_size=cfg.data.batch_size, shuffle=True, drop_last=True
-    )
-    pl.seed_everything(0, verbose=False)
-    module = StockClassifier(
-        blocks.build_model(parts.spec), instantiate(cfg.optim.optimizer), total_steps=epochs * len(loader)
-    )
-    marks: list[float] = []
-    trainer = pl.Trainer(max_epochs=epochs, logger=CSVLogger(run_dir), default_root_dir=run_dir)
-    trainer.fit(module, train_dataloaders=Clocked(loader, marks, plain.epoch))
-    whole = time.perf_counter() - start - plain.epochs_s
-    return Run(Timing(median_step(marks, len(loader)), whole), plain.steady_s())
+    """The stock port, default Trainer, fed by a DataLoader."""
+
+    def fit(clocked: Callable[[Iterable], Clocked]) -> int:
+        cfg = compose_config(*overrides)
+        parts = prepare(cfg)
+        parts.datamodule.setup("fit")
+        loader = DataLoader(
+            TensorDataset(*parts.datamodule.splits["train"]),
+            batch_size=cfg.data.batch_size,
+            shuffle=True,
+            drop_last=True,
+        )
+        pl.seed_everything(0, verbose=False)
+        net = blocks.build_model(parts.spec)
+        module = StockClassifier(net, instantiate(cfg.optim.optimizer), total_steps=epochs * len(loader))
+        trainer = pl.Trainer(max_epochs=epochs, logger=CSVLogger(run_dir), default_root_dir=run_dir)
+        trainer.fit(module, train_dataloaders=clocked(loader))
+        return len(loader)
+
+    return paired_run(overrides, epochs, fit)
 
 
 def in_tmp(run: Callable[[list[str], int, Path], Run]) -> Callable[[list[str], int], Run]:
