@@ -65,6 +65,12 @@ class ClosingWandbLogger(WandbLogger):
     (the search's next trial) would log into it.
     """
 
+    def __init__(self, **kwargs: Any):
+        super().__init__(**kwargs)
+        # Lightning always passes wandb.init an `anonymous` setting, which wandb has removed (wandb#10909):
+        # it warns on every job now and is due to reject it.
+        self._wandb_init.pop("anonymous", None)
+
     @rank_zero_only
     def finalize(self, status: str) -> None:
         super().finalize(status)

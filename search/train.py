@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import logging
 import os
 import time
 import warnings
@@ -29,6 +30,11 @@ from search.probes import make_probes
 TRAINER_EXTRAS = ("channels_last", "progress_refresh")
 # Lightning calls a torch API that torch now marks deprecated, once per run; nothing a user can act on.
 warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)", category=Warning)
+# Lightning advertises its cloud products ("💡 Tip: ...") on every Trainer it builds: once per job and per
+# search trial. Its other messages stay.
+logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(
+    lambda record: not str(record.msg).startswith("💡 Tip")
+)
 
 
 def job_identity() -> tuple[Path, str, str, list[str]]:

@@ -32,6 +32,18 @@ def test_demo_sweep_trains_three_models_and_prints_the_table(cli, tmp_path):
     assert (tmp_path / "ablation.csv").is_file() and (tmp_path / "ablation.md").is_file()
 
 
+def test_default_wandb_logger_runs_offline_and_quietly(cli, tmp_path, monkeypatch):
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    result = cli(
+        "search.run", "trainer.max_epochs=1", "trainer.progress_refresh=0", f"hydra.sweep.dir={tmp_path}", cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert list((tmp_path / "0" / "wandb").glob("offline-run-*/run-*.wandb"))
+    output = result.stdout + result.stderr
+    assert "wandb: WARNING" not in output and "💡 Tip" not in output  # Lightning's advert
+
+
 @pytest.mark.slow
 def test_seeds_aggregate_to_mean_and_std(cli, tmp_path):
     result = cli(
