@@ -68,7 +68,7 @@ class ClosingWandbLogger(WandbLogger):
     def __init__(self, **kwargs: Any):
         super().__init__(**kwargs)
         # Lightning always passes wandb.init an `anonymous` setting, which wandb has removed (wandb#10909):
-        # it warns on every job now and is due to reject it.
+        # wandb warns about it in every process that logs, and is due to reject it.
         self._wandb_init.pop("anonymous", None)
 
     @rank_zero_only
