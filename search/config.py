@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import math
+import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -13,6 +17,9 @@ from hydra.core.config_store import ConfigStore
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
+from lightning.pytorch.accelerators import AcceleratorRegistry
+from lightning.pytorch.strategies import StrategyRegistry
+from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from omegaconf import DictConfig, OmegaConf
 
 import blocks
@@ -28,6 +35,7 @@ ConfigStore.instance().store(
     node={k: v for k, v in blocks.ModelSpec().to_dict().items() if k != "name"},
 )
 SCHEDULERS = ("cosine", "none")
+TRAINER_EXTRAS = ("channels_last", "progress_refresh")  # ours, not Lightning Trainer arguments
 
 
 @dataclass
@@ -90,6 +98,62 @@ def _check_trainer(cfg: DictConfig) -> None:
     devices = cfg.trainer.devices
     if devices != "auto" and (not isinstance(devices, int) or isinstance(devices, bool) or devices < 1):
         raise ConfigError(f"trainer.devices={devices!r}: expected an integer >= 1 or auto")
+    check_choice(cfg, "trainer.accelerator", ("auto", "gpu", *sorted(AcceleratorRegistry.available_accelerators())))
+    check_choice(cfg, "trainer.strategy", ("auto", *StrategyRegistry.available_strategies()))
+
+
+def trainer_kwargs(cfg: DictConfig) -> dict[str, Any]:
+    """The keyword arguments of Lightning's `Trainer` in `conf/trainer/` (our extras left out)."""
+    kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
+    for key in TRAINER_EXTRAS:
+        kwargs.pop(key)
+    return kwargs
+
+
+def check_trainer_runs_here(cfg: DictConfig) -> None:
+    """The trainer's accelerator and devices exist on this machine, and Lightning accepts every trainer setting.
+
+    For jobs that run on this machine: Lightning would otherwise reject them only once the job has started.
+    Lightning's own checks run by building the job's Trainer (without logger, callbacks or checkpoints).
+    """
+    _check_accelerator_here(cfg.trainer.accelerator, cfg.trainer.devices)
+    try:
+        with warnings.catch_warnings(), _quiet("lightning.pytorch"):
+            warnings.simplefilter("ignore")  # the job itself warns, once
+            pl.Trainer(
+                **trainer_kwargs(cfg),
+                logger=False,
+                enable_checkpointing=False,
+                enable_progress_bar=False,
+                enable_model_summary=False,
+            )
+    except (ValueError, TypeError, MisconfigurationException) as error:
+        raise ConfigError(f"trainer: {' '.join(str(error).split())}") from None
+
+
+def _check_accelerator_here(name: str, devices: int | str) -> None:
+    if name in ("auto", "cpu"):  # CPU "devices" are processes: any number runs
+        return
+    kinds = ("cuda", "mps") if name == "gpu" else (name,)  # Lightning's "gpu" is whichever of these exists
+    usable = [AcceleratorRegistry[kind]["accelerator"] for kind in kinds]
+    usable = [accelerator for accelerator in usable if accelerator.is_available()]
+    if not usable:
+        here = ", ".join(k for k in sorted(AcceleratorRegistry) if AcceleratorRegistry[k]["accelerator"].is_available())
+        raise ConfigError(f"trainer.accelerator={name}: not available on this machine; available here: {here}")
+    count = usable[0].auto_device_count()
+    if isinstance(devices, int) and devices > count:
+        raise ConfigError(f"trainer.devices={devices}: this machine has {count} {name} device(s)")
+
+
+@contextlib.contextmanager
+def _quiet(logger_name: str) -> Iterator[None]:
+    logger = logging.getLogger(logger_name)
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def _check_optim(cfg: DictConfig) -> None:

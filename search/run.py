@@ -19,13 +19,16 @@ from hydra.errors import ConfigCompositionException, HydraException, MissingConf
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from search.config import prepare
+from search.config import check_trainer_runs_here, prepare
 from search.errors import ConfigError
 from search.study import run_search
 from search.train import train
 
 CONFIG_MODULE, CONFIG_NAME = "conf", "config"
 DDP_JOB_ENV = "BLOCKSEARCH_DDP_JOB"  # the job a DDP worker process belongs to (see `ddp_worker_argv`)
+# Hydra launchers whose jobs run on this machine (Hydra's own, submitit's local one, joblib's); others
+# (submitit_slurm, ...) run them on a cluster's nodes, whose devices the submitting machine may not have.
+LOCAL_LAUNCHERS = ("BasicLauncher", "LocalLauncher", "JoblibLauncher")
 
 
 @hydra.main(config_path="pkg://conf", config_name=CONFIG_NAME, version_base="1.3")
@@ -69,14 +72,33 @@ def preflight(argv: list[str]) -> list[DictConfig]:
     jobs = job_overrides(argv)
     with initialize_config_module(CONFIG_MODULE, version_base="1.3"):
         configs = [_compose(overrides) for overrides in jobs]
+        launcher = launcher_name(argv)
+    if launcher == "SlurmLauncher":
+        _check_slurm_here()
     for cfg in configs:
         prepare(cfg)
+        if launcher in LOCAL_LAUNCHERS:
+            check_trainer_runs_here(cfg)
     if len(configs) > 1 and configs[0].search.kind != "none":
         raise ConfigError(
             f"search={configs[0].search.name}: a search samples its own candidates; "
             "drop the comma lists (sweeps) from the command"
         )
     return configs
+
+
+def launcher_name(argv: list[str]) -> str:
+    """The class name of the command's Hydra launcher, e.g. BasicLauncher (inside `initialize_config_module`)."""
+    hydra_args = [a for a in argv if a.lstrip("+~").startswith(("hydra/", "hydra."))]
+    launcher = compose(CONFIG_NAME, overrides=hydra_args, return_hydra_config=True).hydra.launcher._target_
+    return launcher.rpartition(".")[2]
+
+
+def _check_slurm_here() -> None:
+    import submitit
+
+    if submitit.SlurmExecutor.affinity() <= 0:  # what submitit checks once the sweep has started
+        raise ConfigError("hydra/launcher=submitit_slurm: no SLURM here (srun not found); submit from a cluster node")
 
 
 def _compose(overrides: list[str]) -> DictConfig:

@@ -21,13 +21,12 @@ from lightning.pytorch.profilers import PassThroughProfiler
 from omegaconf import DictConfig, OmegaConf
 
 import blocks
-from search.config import prepare
+from search.config import prepare, trainer_kwargs
 from search.history import EpochHistory
 from search.loggers import make_logger
 from search.module import Classifier
 from search.probes import make_probes
 
-TRAINER_EXTRAS = ("channels_last", "progress_refresh")
 # Lightning calls a torch API that torch now marks deprecated, once per run; nothing a user can act on.
 warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)", category=Warning)
 # Lightning advertises its cloud products ("💡 Tip: ...") on every Trainer it builds: once per job and per
@@ -77,9 +76,7 @@ class BestCheckpoint(ModelCheckpoint):
 
 def build_trainer(cfg: DictConfig, run_dir: Path, logger: Any, extra: list[pl.Callback]) -> pl.Trainer:
     """A Lightning Trainer from `conf/trainer/`, checkpointing the best `val/acc` under `run_dir`."""
-    kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
-    for key in TRAINER_EXTRAS:
-        kwargs.pop(key)
+    kwargs = trainer_kwargs(cfg)
     refresh = cfg.trainer.progress_refresh
     callbacks = [
         BestCheckpoint(

@@ -4,8 +4,11 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
+from hydra import initialize_config_module
 
 import blocks
+from search.run import CONFIG_MODULE, launcher_name
 from tests.helpers import read_csv
 
 QUIET = ["logger=none", "trainer.progress_refresh=0"]
@@ -103,6 +106,14 @@ BAD_INPUT = {
     "model.colour=red": "model.colour: unknown field 'colour'; allowed: block, widths",
     "expansion=2,4,3": "model.expansion=3: stage 1 width 64 / expansion 3",
     "optim.optimizer.lr=0": "optim.optimizer.lr=0: expected a number in (0, inf)",
+    "trainer.accelerator=nosuch": "trainer.accelerator='nosuch': allowed: auto, gpu, cpu, cuda, mps, tpu",
+    "trainer.strategy=nosuch": "trainer.strategy='nosuch': allowed: auto, ddp, ddp_spawn",
+    "trainer.accelerator=mps": "trainer.accelerator=mps: not available on this machine; available here: cpu",
+    # Lightning's own checks, before the sweep starts
+    "trainer.precision=bf17": "trainer: Precision 'bf17' is invalid. Allowed precision values: (",
+    "trainer.profiler=nosuch": "trainer: When passing string value for the `profiler` parameter of `Trainer`",
+    "+trainer.colour=red": "trainer: Trainer.__init__() got an unexpected keyword argument 'colour'",
+    "hydra/launcher=submitit_slurm": "hydra/launcher=submitit_slurm: no SLURM here (srun not found)",
 }
 
 
@@ -115,6 +126,22 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(cli, tmp_path, args):
     )
     assert "Traceback" not in result.stderr
     assert list(tmp_path.iterdir()) == []  # no multirun/ or outputs/ half-written
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a GPU")
+def test_gpu_trainer_without_a_gpu_is_one_line_exit_2_and_writes_nothing(cli, tmp_path):
+    for launcher in ("basic", "submitit_local"):  # both run their jobs on this machine
+        result = cli("search.run", "trainer=gpu", f"hydra/launcher={launcher}", cwd=tmp_path)
+        assert result.returncode == 2
+        assert result.stderr.startswith("error: trainer.accelerator=gpu: not available on this machine")
+        assert len(result.stderr.splitlines()) == 1 and list(tmp_path.iterdir()) == []
+
+
+def test_launcher_name_tells_local_launchers_from_cluster_ones():
+    with initialize_config_module(CONFIG_MODULE, version_base="1.3"):
+        assert launcher_name([]) == "BasicLauncher"
+        assert launcher_name(["hydra/launcher=submitit_local", "hydra.sweep.dir=/tmp/x"]) == "LocalLauncher"
+        assert launcher_name(["hydra/launcher=submitit_slurm", "expansion=2,4"]) == "SlurmLauncher"
 
 
 @pytest.mark.slow
