@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
+import torch
 from hydra import compose, initialize_config_module
 from hydra.core.config_store import ConfigStore
 from hydra.core.hydra_config import HydraConfig
@@ -160,6 +161,10 @@ def _check_optim(cfg: DictConfig) -> None:
     check_number(cfg, "optim.optimizer.lr", 0, low_open=True)
     check_number(cfg, "optim.label_smoothing", 0, 1)
     check_choice(cfg, "optim.scheduler", SCHEDULERS)
+    try:  # the optimizer's own checks of its arguments (momentum, betas, ...), on a stand-in parameter
+        _instantiate(cfg.optim.optimizer, "optim.optimizer")([torch.zeros(1, requires_grad=True)])
+    except (ValueError, TypeError) as error:
+        raise ConfigError(f"optim.optimizer: {error}") from None
 
 
 def _instantiate(node: DictConfig, key: str) -> Any:

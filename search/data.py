@@ -5,6 +5,7 @@ Nothing is downloaded: a missing data set is a `ConfigError` naming where it was
 
 from __future__ import annotations
 
+import math
 import pickle
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,6 +17,13 @@ from torch.utils.data import DataLoader, Dataset
 from search.errors import ConfigError
 
 Split = tuple[torch.Tensor, torch.Tensor]
+DIGITS_SAMPLES = 1797  # scikit-learn's bundled digits
+
+
+def check_batch_fits(batch_size: int, train_size: int) -> None:
+    """A ConfigError unless the training split holds one whole batch (the last partial batch is dropped)."""
+    if batch_size > train_size:
+        raise ConfigError(f"data.batch_size={batch_size}: larger than the training split ({train_size} samples)")
 
 
 class TensorBatches:
@@ -106,6 +114,8 @@ class DigitsDataModule(InMemoryDataModule):
                 "expected fractions in (0, 1) that sum to less than 1"
             )
         self.val_fraction, self.test_fraction = val_fraction, test_fraction
+        # scikit-learn's train_test_split holds out ceil(fraction * n) samples
+        check_batch_fits(batch_size, DIGITS_SAMPLES - math.ceil((val_fraction + test_fraction) * DIGITS_SAMPLES))
 
     def load(self) -> dict[str, Split]:
         from sklearn.datasets import load_digits
@@ -133,6 +143,9 @@ class FakeDataModule(InMemoryDataModule):
         self, size: int = 2048, resolution: int = 32, in_channels: int = 3, classes: int = 10, batch_size: int = 128
     ):
         super().__init__(batch_size, in_channels=in_channels, num_classes=classes, resolution=resolution)
+        if not isinstance(size, int) or size < 4:
+            raise ConfigError(f"data.size={size!r}: expected an integer >= 4 (val and test hold a quarter each)")
+        check_batch_fits(batch_size, size)
         self.size = size
 
     def load(self) -> dict[str, Split]:
@@ -170,6 +183,8 @@ class LoaderDataModule(pl.LightningDataModule):
         self.datasets: dict[str, Dataset] = {}
 
     def _loader(self, split: str) -> DataLoader:
+        if split == "train":
+            check_batch_fits(self.batch_size, len(self.datasets[split]))
         return DataLoader(
             self.datasets[split],
             batch_size=self.batch_size,

@@ -40,7 +40,11 @@ def job(cfg: DictConfig) -> float:
     os.environ[DDP_JOB_ENV] = json.dumps(
         {"overrides": list(hydra_cfg.overrides.task), "dir": hydra_cfg.runtime.output_dir}
     )
-    return train(cfg)["metrics"].get("val/acc", 0.0)
+    try:
+        return train(cfg)["metrics"].get("val/acc", 0.0)
+    except ConfigError as error:  # bad input that shows only once the data is read
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
 
 
 def split_config_dir(argv: list[str]) -> list[str]:

@@ -9,7 +9,7 @@ from hydra import initialize_config_module
 
 import blocks
 from search.run import CONFIG_MODULE, launcher_name
-from tests.helpers import read_csv
+from tests.helpers import read_csv, write_cifar10
 
 QUIET = ["logger=none", "trainer.progress_refresh=0"]
 
@@ -114,6 +114,10 @@ BAD_INPUT = {
     "trainer.profiler=nosuch": "trainer: When passing string value for the `profiler` parameter of `Trainer`",
     "+trainer.colour=red": "trainer: Trainer.__init__() got an unexpected keyword argument 'colour'",
     "hydra/launcher=submitit_slurm": "hydra/launcher=submitit_slurm: no SLURM here (srun not found)",
+    "optim.optimizer.momentum=-1": "optim.optimizer: Invalid momentum value: -1",
+    "+optim.optimizer.colour=red": "optim.optimizer: SGD.__init__() got an unexpected keyword argument 'colour'",
+    "data.batch_size=1258": "data.batch_size=1258: larger than the training split (1257 samples)",
+    "data=fake data.size=3": "data.size=3: expected an integer >= 4 (val and test hold a quarter each)",
 }
 
 
@@ -126,6 +130,19 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(cli, tmp_path, args):
     )
     assert "Traceback" not in result.stderr
     assert list(tmp_path.iterdir()) == []  # no multirun/ or outputs/ half-written
+
+
+def test_a_batch_larger_than_a_data_set_on_disk_is_an_error_line_exit_2(cli, tmp_path):
+    # Known only once the job reads the data: the job stops with one line, before training.
+    root = write_cifar10(tmp_path / "data", per_batch=10)  # 50 training images, 25 of them held out for val
+    args = ["data=cifar10", f"data.root={root}", "data.batch_size=32", "data.num_workers=0", "model=resnet20"]
+    result = cli("search.run", *args, *QUIET, f"hydra.sweep.dir={tmp_path / 'sweep'}", cwd=tmp_path)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert (
+        result.stderr.strip().splitlines()[-1]
+        == "error: data.batch_size=32: larger than the training split (25 samples)"
+    )
+    assert not list(tmp_path.glob("sweep/*/results.json"))
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a GPU")
