@@ -279,15 +279,12 @@ def open_study(ctx: SearchContext) -> optuna.Study:
     """Create the study, or load it to resume."""
     cfg = ctx.cfg
     name = ctx.study_dir.name
+    # before the storage: a bad sampler or pruner setting must not leave an empty study database behind
+    sampler, pruner = make_sampler(cfg, ctx.dims, ctx.base), make_pruner(cfg)
     storage = open_storage(storage_url(cfg, name), cfg.search.heartbeat_s)
     directions = ["maximize", "minimize"] if ctx.pareto else ["maximize"]
     study = optuna.create_study(
-        study_name=name,
-        storage=storage,
-        directions=directions,
-        load_if_exists=True,
-        sampler=make_sampler(cfg, ctx.dims, ctx.base),
-        pruner=make_pruner(cfg),
+        study_name=name, storage=storage, directions=directions, load_if_exists=True, sampler=sampler, pruner=pruner
     )
     study.set_user_attr("budget_flops", ctx.budget)
     study.set_user_attr("objective", cfg.search.objective)

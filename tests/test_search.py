@@ -101,6 +101,7 @@ def test_dry_run_trains_nothing(cli, tmp_path):
             "search.storage=sqlite:////no/such/dir/study.db: cannot open",
         ),
         (["search.sampler=annealing"], "search.sampler='annealing': allowed: tpe, nsga2, random, grid"),
+        (["search.pruner=asha"], "search.pruner='asha': allowed: median, hyperband, none"),
         (["expansion=2"], "expansion=2: fixes a field the search space varies (model.expansion)"),
         (["expansion=2,4"], "search=optuna: a search samples its own candidates"),
         (["trainer=ddp"], "trainer.strategy=ddp: a search trains each trial in one process"),
@@ -110,7 +111,7 @@ def test_search_input_errors(cli, tmp_path, args, message):
     result = cli("search.run", "search=optuna", *args, cwd=tmp_path)
     assert result.returncode == 2, result.stderr
     assert result.stderr.startswith(f"error: {message}") and len(result.stderr.strip().splitlines()) == 1
-    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").rglob("trial_*"))
+    assert not (tmp_path / "runs").exists()  # no study database, no trial folders
 
 
 @pytest.mark.slow
