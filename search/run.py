@@ -113,10 +113,15 @@ def _compose(overrides: list[str]) -> DictConfig:
         if not unknown:
             raise
         key = unknown.group(1)
-        parent, _, field = key.rpartition(".")
         base = compose(CONFIG_NAME, overrides=[o for o in overrides if not o.startswith(key)])
-        known = list(OmegaConf.select(base, parent) or base) if parent else list(base)
-        raise ConfigError(f"{key}: unknown field {field!r}; allowed: {', '.join(map(str, known))}") from None
+        parts = key.split(".")
+        depth = max(d for d in range(len(parts)) if OmegaConf.is_dict(OmegaConf.select(base, ".".join(parts[:d]))))
+        parent, known = ".".join(parts[:depth]), [str(k) for k in OmegaConf.select(base, ".".join(parts[:depth]))]
+        message = f"{key}: unknown field {parts[depth]!r}; allowed: {', '.join(known)}"
+        dotted = [k for k in known if "." in k]
+        if dotted:  # keys that are config paths (the search space's) cannot be reached by a dotted override
+            message += f"; set them as {parent}={{{dotted[0]}:{{...}}}}"
+        raise ConfigError(message) from None
 
 
 def one_line(error: Exception) -> str:

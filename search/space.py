@@ -82,11 +82,16 @@ class Dimension:
 
 def parse_space(space: Mapping[str, Any]) -> list[Dimension]:
     """Validate `search.space` into dimensions; a bad entry is a ConfigError naming it."""
+    example = "e.g. search.space={model.expansion:{choices:[2,4]}}"
+    if not isinstance(space, Mapping):
+        raise ConfigError(f"search.space={space!r}: expected config paths with their dimensions, {example}")
     if not space:
-        raise ConfigError("search.space is empty: add at least one dimension, e.g. model.expansion: {choices: [2, 4]}")
+        raise ConfigError(f"search.space is empty: add at least one dimension, {example}")
     dims = []
     for key, entry in _flatten(space).items():
         where = f"search.space.{key}"
+        if entry is not None and not isinstance(entry, Mapping):
+            raise ConfigError(f"{where}={entry!r}: expected {{choices: [...]}} or {{low: L, high: H}}")
         entry = dict(entry or {})
         unknown = set(entry) - DIMENSION_OPTIONS
         if unknown:

@@ -259,7 +259,8 @@ def check_settings(cfg: DictConfig, dims: list[Dimension]) -> None:
 
 def make_context(cfg: DictConfig, argv: list[str]) -> SearchContext:
     """Validate the search and find, before anything trains, whether any model fits the budget."""
-    dims = parse_space(OmegaConf.to_container(cfg.search.space, resolve=True))
+    space = cfg.search.space
+    dims = parse_space(OmegaConf.to_container(space, resolve=True) if OmegaConf.is_config(space) else space)
     check_settings(cfg, dims)
     budget = parse_flops(cfg.budget.flops)
     parts = prepare(cfg)

@@ -102,6 +102,13 @@ def test_dry_run_trains_nothing(cli, tmp_path):
         ),
         (["search.sampler=annealing"], "search.sampler='annealing': allowed: tpe, nsga2, random, grid"),
         (["search.pruner=asha"], "search.pruner='asha': allowed: median, hyperband, none"),
+        (["search.space=wide"], "search.space='wide': expected config paths with their dimensions"),
+        (["search.space={model.expansion:3}"], "search.space.model.expansion=3: expected {choices: [...]} or {low"),
+        (
+            ["search.space.model.expansion={choices:[2,4]}"],  # the space's keys hold dots: Hydra cannot reach them
+            "search.space.model.expansion: unknown field 'model'; allowed: model.expansion, model.depths; "
+            "set them as search.space={model.expansion:{...}}",
+        ),
         (["expansion=2"], "expansion=2: fixes a field the search space varies (model.expansion)"),
         (["expansion=2,4"], "search=optuna: a search samples its own candidates"),
         (["trainer=ddp"], "trainer.strategy=ddp: a search trains each trial in one process"),
