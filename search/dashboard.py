@@ -32,7 +32,7 @@ def main() -> None:
 
     try:
         options = parse_args(sys.argv[1:])
-        storage = open_storage(options["search.storage"], heartbeat_s=60)
+        storage = open_storage(options["search.storage"], heartbeat_s=60, existing=True)
     except ValueError as error:
         fail(error)
     host, port = options["host"], int(options["port"])

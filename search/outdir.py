@@ -18,7 +18,10 @@ def staged_output(out: Path, marker: str) -> Iterator[Path]:
         raise ConfigError(f"out={out}: exists and holds something else; choose a new or empty folder")
     staging = out.with_name(f".{out.name}.partial")
     shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
+    try:
+        staging.mkdir(parents=True)
+    except OSError as error:
+        raise ConfigError(f"out={out}: cannot write there ({error.strerror or error})") from None
     try:
         yield staging
     except BaseException:

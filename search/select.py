@@ -45,7 +45,7 @@ def load_study(url: str, name: str | None) -> optuna.Study:
     """The study, or a ConfigError naming what the storage holds."""
     from search.storage import open_storage
 
-    storage = open_storage(url, heartbeat_s=60)
+    storage = open_storage(url, heartbeat_s=60, existing=True)
     names = [s.study_name for s in optuna.get_all_study_summaries(storage)]
     if name is None and len(names) == 1:
         name = names[0]

@@ -46,8 +46,14 @@ def storage_url(cfg: DictConfig, name: str) -> str:
     return f"sqlite:///{folder / 'study.db'}"
 
 
-def open_storage(url: str, heartbeat_s: int) -> optuna.storages.RDBStorage:
-    """An RDB storage with heartbeats (a dead trial is failed after 4 silent beats and retried)."""
+def open_storage(url: str, heartbeat_s: int, *, existing: bool = False) -> optuna.storages.RDBStorage:
+    """An RDB storage with heartbeats (a dead trial is failed after 4 silent beats and retried).
+
+    With `existing` (the commands that read studies), a SQLite file must already be there: opening one
+    would otherwise create an empty database wherever a mistyped path points.
+    """
+    if existing:
+        _check_sqlite_file(url)
     engine: dict[str, Any] = {"pool_pre_ping": True}
     if url.startswith("sqlite"):
         engine["connect_args"] = {"timeout": 120}  # several workers queue on SQLite's lock
@@ -66,3 +72,17 @@ def open_storage(url: str, heartbeat_s: int) -> optuna.storages.RDBStorage:
     except Exception as error:  # sqlalchemy's many connection errors, an unknown dialect, a bad path
         reason = " ".join(str(error).split("\n")[0].split())[:300]
         raise ConfigError(f"search.storage={url}: cannot open it ({type(error).__name__}: {reason})") from None
+
+
+def _check_sqlite_file(url: str) -> None:
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        return  # not a URL: opening it reports that
+    database = parsed.database
+    on_disk = parsed.get_backend_name() == "sqlite" and database not in (None, "", ":memory:")
+    if on_disk and not Path(database).is_file():
+        raise ConfigError(f"search.storage={url}: no such database file ({Path(database).resolve()})")

@@ -92,8 +92,12 @@ def _study_with(tmp_path, name, trials):
     return storage
 
 
-@pytest.mark.parametrize("case", ["missing_sweep", "empty_sweep", "empty_study", "only_infeasible", "unknown_study"])
-def test_report_errors_are_one_line_and_write_nothing(cli, tmp_path, case):
+CASES = ["missing_sweep", "empty_sweep", "empty_study", "only_infeasible", "unknown_study", "missing_db", "bad_out"]
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_report_errors_are_one_line_and_write_nothing(cli, tmp_path, case, request):
+    out = "report"
     if case == "missing_sweep":
         args = [str(tmp_path / "multirun" / "nope")]
         message = f"error: {tmp_path}/multirun/nope: no such sweep folder"
@@ -111,13 +115,20 @@ def test_report_errors_are_one_line_and_write_nothing(cli, tmp_path, case):
         optuna.load_study(study_name="over", storage=storage).set_user_attr("budget_flops", 1_000_000)
         args = [f"search.storage={storage}"]
         message = "error: search.study_name=over: no trained trial to plot (2 of 2 candidates were over the budget"
-    else:
+    elif case == "unknown_study":
         args = [f"search.storage={_study_with(tmp_path, 'real', [])}", "search.study_name=imaginary"]
         message = "error: search.study_name=imaginary: not in"
-    result = cli("search.report", *args, "out=report", cwd=tmp_path)
+    elif case == "missing_db":  # a mistyped path: no empty database is created there
+        args = ["search.storage=sqlite:///studdy.db"]
+        message = f"error: search.storage=sqlite:///studdy.db: no such database file ({tmp_path}/studdy.db)"
+    else:
+        args, out = [str(request.getfixturevalue("sweep_dir"))], "/proc/report"
+        message = "error: out=/proc/report: cannot write there"
+    result = cli("search.report", *args, f"out={out}", cwd=tmp_path)
     assert result.returncode == 2
     assert result.stderr.startswith(message) and len(result.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "report").exists() and not list(tmp_path.glob(".report*"))
+    assert not (tmp_path / "studdy.db").exists()
 
 
 @pytest.mark.slow
