@@ -16,6 +16,18 @@ class EpochHistory(pl.Callback):
     def __init__(self, path: Path):
         self.path = path
 
+    def on_train_start(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+        # A run resumed from a checkpoint trains the epochs after it again: rows an interrupted run wrote for
+        # them describe weights that were never saved.
+        if trainer.current_epoch == 0 or not trainer.is_global_zero or not self.path.exists():
+            return
+        with open(self.path, newline="") as f:
+            rows = [row for row in csv.DictReader(f) if int(row["epoch"]) < trainer.current_epoch]
+        with open(self.path, "w", newline="") as f:
+            writer = csv.DictWriter(f, HISTORY_COLUMNS)
+            writer.writeheader()
+            writer.writerows(rows)
+
     def on_validation_epoch_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
         if trainer.sanity_checking or not trainer.is_global_zero:
             return

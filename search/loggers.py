@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import csv
 import netrc
 import os
 import socket
+import warnings
 from pathlib import Path
 from typing import Any
 
 from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
+from lightning.pytorch.loggers.csv_logs import ExperimentWriter
+from lightning.pytorch.loggers.logger import rank_zero_experiment
 from lightning.pytorch.utilities import rank_zero_only
 
 from search.errors import ConfigError
@@ -42,8 +46,28 @@ class BufferedCSVLogger(CSVLogger):
     Lightning's trainer calls `save()` after every `log_metrics`, so the stock logger reopens and appends to
     its file on every logging step whatever `flush_logs_every_n_steps` says (lightning#4664, "won't fix"):
     real time on the small networks a search trains. A crash loses at most that many steps of rows;
-    `history.csv` is written every epoch regardless.
+    `history.csv` is written every epoch regardless. A run resumed in the same folder appends to the rows
+    of the run it resumes.
     """
+
+    @property
+    @rank_zero_experiment
+    def experiment(self) -> ExperimentWriter:
+        """Lightning's writer, keeping the rows of a run this one resumes (the stock one deletes them)."""
+        if self._experiment is not None:
+            return self._experiment
+        path = Path(self.log_dir) / ExperimentWriter.NAME_METRICS_FILE
+        kept = path.with_name(f".{path.name}.resumed")
+        if path.is_file():
+            path.rename(kept)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "Previous log files in this directory will be deleted"
+            experiment = super().experiment
+        if kept.is_file():
+            kept.rename(path)
+            with open(path, newline="") as f:
+                experiment.metrics_keys = next(csv.reader(f), [])
+        return experiment
 
     @rank_zero_only
     def save(self) -> None:

@@ -33,18 +33,44 @@ LOCAL_LAUNCHERS = ("BasicLauncher", "LocalLauncher", "JoblibLauncher")
 
 @hydra.main(config_path="pkg://conf", config_name=CONFIG_NAME, version_base="1.3")
 def job(cfg: DictConfig) -> float:
-    """One Hydra job: remember it for DDP workers, then train."""
+    """One Hydra job: remember it for DDP workers, then train, unless an earlier run of the sweep finished it.
+
+    A job an earlier run left unfinished resumes from its last checkpoint.
+    """
     from hydra.core.hydra_config import HydraConfig
 
     hydra_cfg = HydraConfig.get()
-    os.environ[DDP_JOB_ENV] = json.dumps(
-        {"overrides": list(hydra_cfg.overrides.task), "dir": hydra_cfg.runtime.output_dir}
-    )
+    job_dir, overrides = Path(hydra_cfg.runtime.output_dir), list(hydra_cfg.overrides.task)
+    os.environ[DDP_JOB_ENV] = json.dumps({"overrides": overrides, "dir": str(job_dir)})
     try:
-        return train(cfg)["metrics"].get("val/acc", 0.0)
+        results = finished_results(job_dir, overrides)
+        if results is not None:
+            print(f"{job_dir}: finished by an earlier run; its results.json stays (delete it to train again)")
+        else:
+            last = job_dir / "checkpoints" / "last.ckpt"
+            if cfg.ckpt_path is None and last.is_file():
+                print(f"{job_dir}: resuming from {last}")
+                cfg.ckpt_path = str(last)
+            results = train(cfg)
+        return results["metrics"].get("val/acc", 0.0)
     except ConfigError as error:  # bad input that shows only once the data is read
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
+
+
+def finished_results(job_dir: Path, overrides: list[str]) -> dict | None:
+    """The results.json a job of `overrides` left in `job_dir`, or None; a ConfigError if another setting's
+    results are there (results are never overwritten)."""
+    path = job_dir / "results.json"
+    if not path.is_file():
+        return None
+    results = json.loads(path.read_text())
+    if results.get("overrides") != overrides:
+        raise ConfigError(
+            f"hydra.sweep.dir={job_dir.parent}: job {job_dir.name} there holds the results of "
+            f"'{' '.join(results.get('overrides', []))}'; rerun that sweep to resume it, or choose a new sweep dir"
+        )
+    return results
 
 
 def split_config_dir(argv: list[str]) -> list[str]:
@@ -76,26 +102,46 @@ def preflight(argv: list[str]) -> list[DictConfig]:
     jobs = job_overrides(argv)
     with initialize_config_module(CONFIG_MODULE, version_base="1.3"):
         configs = [_compose(overrides) for overrides in jobs]
-        launcher = launcher_name(argv)
+        settings = hydra_settings(argv)
+    launcher = launcher_name(settings)
     if launcher == "SlurmLauncher":
         _check_slurm_here()
     for cfg in configs:
         prepare(cfg)
         if launcher in LOCAL_LAUNCHERS:
             check_trainer_runs_here(cfg)
-    if len(configs) > 1 and configs[0].search.kind != "none":
-        raise ConfigError(
-            f"search={configs[0].search.name}: a search samples its own candidates; "
-            "drop the comma lists (sweeps) from the command"
-        )
+    if configs[0].search.kind != "none":
+        if len(configs) > 1:
+            raise ConfigError(
+                f"search={configs[0].search.name}: a search samples its own candidates; "
+                "drop the comma lists (sweeps) from the command"
+            )
+    else:
+        for job_dir, overrides in zip(_job_dirs(settings, len(jobs)), jobs, strict=False):
+            finished_results(job_dir, overrides)
     return configs
 
 
-def launcher_name(argv: list[str]) -> str:
-    """The class name of the command's Hydra launcher, e.g. BasicLauncher (inside `initialize_config_module`)."""
+def _job_dirs(settings: DictConfig, count: int) -> list[Path]:
+    """Where the sweep's jobs will write, where Hydra's defaults tell it (DIR/N); else none."""
+    if OmegaConf.to_container(settings.sweep)["subdir"] != "${hydra.job.num}":
+        return []
+    try:
+        sweep = Path(settings.sweep.dir)
+    except OmegaConfBaseException:  # interpolations only a running job can resolve
+        return []
+    return [sweep / str(number) for number in range(count)]
+
+
+def hydra_settings(argv: list[str]) -> DictConfig:
+    """The command's `hydra` config node: launcher, sweep dir, ... (inside `initialize_config_module`)."""
     hydra_args = [a for a in argv if a.lstrip("+~").startswith(("hydra/", "hydra."))]
-    launcher = compose(CONFIG_NAME, overrides=hydra_args, return_hydra_config=True).hydra.launcher._target_
-    return launcher.rpartition(".")[2]
+    return compose(CONFIG_NAME, overrides=hydra_args, return_hydra_config=True).hydra
+
+
+def launcher_name(settings: DictConfig) -> str:
+    """The class name of the Hydra launcher of `settings` (a `hydra` node), e.g. BasicLauncher."""
+    return settings.launcher._target_.rpartition(".")[2]
 
 
 def _check_slurm_here() -> None:

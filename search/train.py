@@ -57,7 +57,7 @@ class NoProfiler(PassThroughProfiler):
         return contextlib.nullcontext(action_name)
 
 
-class BestCheckpoint(ModelCheckpoint):
+class EpochCheckpoint(ModelCheckpoint):
     """ModelCheckpoint without two per-step costs of Lightning's (real time on the small networks a search trains).
 
     The state key is built once: Lightning formats it for every callback hook it calls, ~7 a training step,
@@ -75,13 +75,13 @@ class BestCheckpoint(ModelCheckpoint):
 
 
 def build_trainer(cfg: DictConfig, run_dir: Path, logger: Any, extra: list[pl.Callback]) -> pl.Trainer:
-    """A Lightning Trainer from `conf/trainer/`, checkpointing the best `val/acc` under `run_dir`."""
+    """A Lightning Trainer from `conf/trainer/`, checkpointing the best `val/acc` and the last epoch under `run_dir`."""
     kwargs = trainer_kwargs(cfg)
     refresh = cfg.trainer.progress_refresh
     callbacks = [
-        BestCheckpoint(
-            dirpath=run_dir / "checkpoints", monitor="val/acc", mode="max", filename="best-{epoch}", save_last=True
-        ),
+        EpochCheckpoint(dirpath=run_dir / "checkpoints", monitor="val/acc", mode="max", filename="best-{epoch}"),
+        # every epoch, to resume from: Lightning's save_last saves only beside a new best
+        EpochCheckpoint(dirpath=run_dir / "checkpoints", filename="last", enable_version_counter=False),
         EpochHistory(run_dir / "history.csv"),
         *extra,
     ]

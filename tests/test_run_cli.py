@@ -1,6 +1,11 @@
 """`python -m search.run` as a user runs it: sweeps, the ablation table, DDP, and bad input."""
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -8,7 +13,7 @@ import torch
 from hydra import initialize_config_module
 
 import blocks
-from search.run import CONFIG_MODULE, launcher_name
+from search.run import CONFIG_MODULE, hydra_settings, launcher_name
 from tests.helpers import read_csv, write_cifar10
 
 QUIET = ["logger=none", "trainer.progress_refresh=0"]
@@ -45,6 +50,58 @@ def test_default_wandb_logger_runs_offline_and_quietly(cli, tmp_path, monkeypatc
     assert list((tmp_path / "0" / "wandb").glob("offline-run-*/run-*.wandb"))
     output = result.stdout + result.stderr
     assert "wandb: WARNING" not in output and "💡 Tip" not in output  # Lightning's advert
+
+
+@pytest.mark.slow
+def test_a_killed_sweep_rerun_skips_finished_jobs_and_resumes_the_killed_one(cli, tmp_path):
+    sweep = tmp_path / "sweep"
+    args = [
+        "expansion=2,4",
+        "trainer.max_epochs=30",
+        "logger=csv",
+        "trainer.progress_refresh=0",
+        f"hydra.sweep.dir={sweep}",
+    ]
+    command = [sys.executable, "-m", "search.run", *args]
+    first = subprocess.Popen(
+        command, cwd=tmp_path, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    deadline = time.time() + 300
+    while not (sweep / "1" / "checkpoints" / "last.ckpt").exists():  # job 1 has trained an epoch or more
+        assert first.poll() is None and time.time() < deadline, "the sweep ended before it could be killed"
+        time.sleep(0.2)
+    time.sleep(1)
+    os.killpg(first.pid, signal.SIGKILL)
+    first.wait()
+    assert not (sweep / "1" / "results.json").exists()
+    finished = (sweep / "0" / "results.json").read_text()
+    metrics = sweep / "1" / "csv" / "metrics.csv"  # written every 100 steps: may not be there yet
+    logged_before = {r["epoch"] for r in read_csv(metrics) if r["val/acc"]} if metrics.exists() else set()
+    resumed = torch.load(sweep / "1" / "checkpoints" / "last.ckpt", weights_only=False)["epoch"] + 1
+
+    result = cli("search.run", *args, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"{sweep / '0'}: finished by an earlier run" in result.stdout
+    assert f"{sweep / '1'}: resuming from {sweep / '1' / 'checkpoints' / 'last.ckpt'}" in result.stdout
+    assert (sweep / "0" / "results.json").read_text() == finished  # not trained again
+    assert "| expansion=2 " in result.stdout and "| expansion=4 " in result.stdout
+    # every epoch is recorded once across the two runs; the killed run's logged rows are kept
+    assert [int(r["epoch"]) for r in read_csv(sweep / "1" / "history.csv")] == list(range(30))
+    logged = {r["epoch"] for r in read_csv(metrics) if r["val/acc"]}
+    assert logged_before <= logged and {str(epoch) for epoch in range(resumed, 30)} <= logged
+
+
+def test_a_sweep_dir_holding_other_results_is_refused(cli, tmp_path):
+    job = tmp_path / "sweep" / "0"
+    job.mkdir(parents=True)
+    (job / "results.json").write_text(json.dumps({"overrides": ["expansion=8"], "metrics": {}}))
+    result = cli("search.run", "expansion=2", f"hydra.sweep.dir={tmp_path / 'sweep'}", cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr == (
+        f"error: hydra.sweep.dir={tmp_path / 'sweep'}: job 0 there holds the results of 'expansion=8'; "
+        "rerun that sweep to resume it, or choose a new sweep dir\n"
+    )
+    assert json.loads((job / "results.json").read_text())["overrides"] == ["expansion=8"]
 
 
 @pytest.mark.slow
@@ -156,9 +213,10 @@ def test_gpu_trainer_without_a_gpu_is_one_line_exit_2_and_writes_nothing(cli, tm
 
 def test_launcher_name_tells_local_launchers_from_cluster_ones():
     with initialize_config_module(CONFIG_MODULE, version_base="1.3"):
-        assert launcher_name([]) == "BasicLauncher"
-        assert launcher_name(["hydra/launcher=submitit_local", "hydra.sweep.dir=/tmp/x"]) == "LocalLauncher"
-        assert launcher_name(["hydra/launcher=submitit_slurm", "expansion=2,4"]) == "SlurmLauncher"
+        assert launcher_name(hydra_settings([])) == "BasicLauncher"
+        local = ["hydra/launcher=submitit_local", "hydra.sweep.dir=/tmp/x"]
+        assert launcher_name(hydra_settings(local)) == "LocalLauncher"
+        assert launcher_name(hydra_settings(["hydra/launcher=submitit_slurm", "expansion=2,4"])) == "SlurmLauncher"
 
 
 @pytest.mark.slow

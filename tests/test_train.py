@@ -1,6 +1,7 @@
 """`train(cfg)` on real composed configs and real (small) data."""
 
 import json
+import shutil
 
 import lightning.pytorch as pl
 import pytest
@@ -13,7 +14,7 @@ import blocks
 from search.config import prepare
 from search.loggers import make_logger
 from search.module import Classifier
-from search.train import BestCheckpoint, NoProfiler, build_trainer, train
+from search.train import EpochCheckpoint, NoProfiler, build_trainer, train
 from tests.helpers import make_cfg, read_csv, write_cifar10, write_image_folder
 
 TINY_RESNET = ["model=resnet20", "depths=[1,1,1]"]
@@ -53,6 +54,25 @@ def test_resume_from_checkpoint_continues_training(tmp_path):
     assert after["global_step"] == before["global_step"] * 3 // 2
     trained_epochs = {row["epoch"] for row in read_csv(tmp_path / "b" / "csv" / "metrics.csv") if row["val/acc"]}
     assert trained_epochs == {"2"}  # only the third epoch ran after resuming
+
+
+def test_last_checkpoint_is_every_epoch_and_history_drops_epochs_trained_again(tmp_path):
+    seen = []
+
+    class LastEpoch(pl.Callback):
+        def on_train_epoch_start(self, trainer, module):
+            if trainer.current_epoch:
+                seen.append(torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)["epoch"])
+            if trainer.current_epoch == 2:
+                shutil.copy(tmp_path / "checkpoints" / "last.ckpt", tmp_path / "epoch1.ckpt")
+
+    # a learning rate too small to improve val/acc: Lightning's save_last would keep the first epoch's
+    train(make_cfg("trainer.max_epochs=4", "optim.optimizer.lr=1e-9"), run_dir=tmp_path, callbacks=(LastEpoch(),))
+    assert seen == [0, 1, 2]
+    # as if the run had been killed after writing epoch 3's history row but saving epoch 1's checkpoint:
+    # resuming trains epochs 2 and 3 again, and their earlier rows go
+    train(make_cfg("trainer.max_epochs=4", f"ckpt_path={tmp_path / 'epoch1.ckpt'}"), run_dir=tmp_path)
+    assert [row["epoch"] for row in read_csv(tmp_path / "history.csv")] == ["0", "1", "2", "3"]
 
 
 def test_channels_last_trains_with_nhwc_weights(tmp_path):
@@ -166,12 +186,25 @@ def test_csv_logger_writes_rows_in_batches_and_all_at_the_end(tmp_path):
     assert read_csv(written)[-1] == {"step": "110", "train/loss": "", "val/acc": "0.5"}
 
 
-def test_best_checkpoint_still_saves_on_a_step_interval(tmp_path):
-    # BestCheckpoint skips Lightning's per-step checks only when no step or time interval asks for a save.
+def test_csv_logger_of_a_resumed_run_appends_to_the_rows_before_it(tmp_path):
+    first = make_logger({"kind": "csv"}, tmp_path, name="run", group="g")
+    first.log_metrics({"train/loss": 1.0, "epoch": 0}, step=9)
+    first.finalize("success")
+    resumed = make_logger({"kind": "csv"}, tmp_path, name="run", group="g")  # same folder, as a resumed job
+    resumed.log_metrics({"val/acc": 0.5, "epoch": 1}, step=19)
+    resumed.finalize("success")
+    assert read_csv(tmp_path / "csv" / "metrics.csv") == [
+        {"epoch": "0", "step": "9", "train/loss": "1.0", "val/acc": ""},
+        {"epoch": "1", "step": "19", "train/loss": "", "val/acc": "0.5"},
+    ]
+
+
+def test_epoch_checkpoint_still_saves_on_a_step_interval(tmp_path):
+    # EpochCheckpoint skips Lightning's per-step checks only when no step or time interval asks for a save.
     cfg = make_cfg()
     parts = prepare(cfg)
     module = Classifier(blocks.build_model(parts.spec), parts.spec.num_classes, instantiate(cfg.optim.optimizer))
-    every_10 = BestCheckpoint(dirpath=tmp_path, every_n_train_steps=10, save_top_k=-1, filename="{step}")
+    every_10 = EpochCheckpoint(dirpath=tmp_path, every_n_train_steps=10, save_top_k=-1, filename="{step}")
     trainer = pl.Trainer(max_epochs=1, callbacks=[every_10], logger=False, enable_progress_bar=False)
     trainer.fit(module, datamodule=parts.datamodule)
     assert "step=10.ckpt" in {p.name for p in tmp_path.iterdir()}
