@@ -24,7 +24,7 @@ def parse_options(argv: list[str], defaults: Mapping[str, Any], *, bare: str | N
     return options
 
 
-def fail(error: Exception) -> NoReturn:
+def fail(error: Exception | str) -> NoReturn:
     """Report bad input as one line on stderr and exit with code 2."""
     print(f"error: {error}", file=sys.stderr)
     sys.exit(2)

@@ -20,6 +20,11 @@ Split = tuple[torch.Tensor, torch.Tensor]
 DIGITS_SAMPLES = 1797  # scikit-learn's bundled digits
 
 
+def digits_train_size(val_fraction: float, test_fraction: float) -> int:
+    """Samples in the digits' training split: scikit-learn's train_test_split holds out ceil(fraction * n)."""
+    return DIGITS_SAMPLES - math.ceil((val_fraction + test_fraction) * DIGITS_SAMPLES)
+
+
 def check_count(key: str, value: object, minimum: int, why: str = "") -> None:
     """A ConfigError naming `data.KEY` unless `value` is an integer >= `minimum`."""
     if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
@@ -119,8 +124,7 @@ class DigitsDataModule(InMemoryDataModule):
                 "expected fractions in (0, 1) that sum to less than 1"
             )
         self.val_fraction, self.test_fraction = val_fraction, test_fraction
-        # scikit-learn's train_test_split holds out ceil(fraction * n) samples
-        check_batch_fits(batch_size, DIGITS_SAMPLES - math.ceil((val_fraction + test_fraction) * DIGITS_SAMPLES))
+        check_batch_fits(batch_size, digits_train_size(val_fraction, test_fraction))
 
     def load(self) -> dict[str, Split]:
         from sklearn.datasets import load_digits

@@ -23,10 +23,7 @@ class EpochHistory(pl.Callback):
             return
         with open(self.path, newline="") as f:
             rows = [row for row in csv.DictReader(f) if int(row["epoch"]) < trainer.current_epoch]
-        with open(self.path, "w", newline="") as f:
-            writer = csv.DictWriter(f, HISTORY_COLUMNS)
-            writer.writeheader()
-            writer.writerows(rows)
+        self._write(rows, mode="w")
 
     def on_validation_epoch_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
         if trainer.sanity_checking or not trainer.is_global_zero:
@@ -34,9 +31,13 @@ class EpochHistory(pl.Callback):
         metrics = trainer.callback_metrics
         row = {"epoch": trainer.current_epoch, "step": trainer.global_step}
         row |= {k: float(metrics[k]) for k in HISTORY_COLUMNS[2:] if k in metrics}
-        new = not self.path.exists()
-        with open(self.path, "a", newline="") as f:
+        self._write([row], mode="a")
+
+    def _write(self, rows: list[dict], mode: str) -> None:
+        """Rows into the file, opened with `mode` ("w" or "a"); the header goes at the top of a new file."""
+        header = mode == "w" or not self.path.exists()
+        with open(self.path, mode, newline="") as f:
             writer = csv.DictWriter(f, HISTORY_COLUMNS)
-            if new:
+            if header:
                 writer.writeheader()
-            writer.writerow(row)
+            writer.writerows(rows)

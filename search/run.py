@@ -19,6 +19,7 @@ from hydra.errors import ConfigCompositionException, HydraException, MissingConf
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from search.cli import fail
 from search.config import check_trainer_runs_here, prepare
 from search.errors import ConfigError
 from search.study import run_search
@@ -54,8 +55,7 @@ def job(cfg: DictConfig) -> float:
             results = train(cfg)
         return results["metrics"].get("val/acc", 0.0)
     except ConfigError as error:  # bad input that shows only once the data is read
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
+        fail(error)
 
 
 def finished_results(job_dir: Path, overrides: list[str]) -> dict | None:
@@ -207,8 +207,7 @@ def main() -> None:
                 run_search(first, overrides)
                 return
         except (ValueError, HydraException, OmegaConfBaseException) as error:
-            print(f"error: {one_line(error)}", file=sys.stderr)
-            sys.exit(2)
+            fail(one_line(error))
     job()
 
 

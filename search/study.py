@@ -83,15 +83,13 @@ def base_overrides(argv: list[str]) -> list[str]:
 def make_sampler(cfg: DictConfig, dims: list[Dimension], base: dict[str, Any]) -> optuna.samplers.BaseSampler:
     """TPE (constant liar for parallel workers), NSGA-II, random or grid, seeded per worker."""
     seed = cfg.search.seed + int(os.environ.get(WORKER_ENV, 0))
-    kind = check_choice(cfg, "search.sampler", ("tpe", "nsga2", "random", "grid"))
+    kind = cfg.search.sampler
     if kind == "tpe":
         return optuna.samplers.TPESampler(seed=seed, constant_liar=True)
     if kind == "nsga2":
         return optuna.samplers.NSGAIISampler(seed=seed)
     if kind == "random":
         return optuna.samplers.RandomSampler(seed=seed)
-    if any(d.if_block for d in dims):
-        raise ConfigError("search.sampler=grid: the space has conditional dimensions (if_block); use tpe or random")
     stages = len(base["depths"])
     grid = {}
     for dim in dims:
@@ -102,7 +100,7 @@ def make_sampler(cfg: DictConfig, dims: list[Dimension], base: dict[str, Any]) -
 
 def make_pruner(cfg: DictConfig) -> optuna.pruners.BasePruner:
     """Median or Hyperband on val/acc per epoch; never for the multi-objective search."""
-    kind = check_choice(cfg, "search.pruner", ("median", "hyperband", "none"))
+    kind = cfg.search.pruner
     if kind == "none" or cfg.search.objective == "pareto":
         return optuna.pruners.NopPruner()
     if kind == "median":
@@ -243,6 +241,10 @@ def check_settings(cfg: DictConfig, dims: list[Dimension]) -> None:
     check_int(cfg, "search.gpus_per_trial", 0)
     check_int(cfg, "search.seed", 0)
     check_choice(cfg, "search.objective", ("accuracy", "pareto"))
+    check_choice(cfg, "search.pruner", ("median", "hyperband", "none"))
+    sampler = check_choice(cfg, "search.sampler", ("tpe", "nsga2", "random", "grid"))
+    if sampler == "grid" and any(d.if_block for d in dims):
+        raise ConfigError("search.sampler=grid: the space has conditional dimensions (if_block); use tpe or random")
     if str(cfg.trainer.strategy).startswith("ddp"):
         raise ConfigError(
             f"trainer.strategy={cfg.trainer.strategy}: a search trains each trial in one process; "
@@ -280,12 +282,15 @@ def open_study(ctx: SearchContext) -> optuna.Study:
     """Create the study, or load it to resume."""
     cfg = ctx.cfg
     name = ctx.study_dir.name
-    # before the storage: a bad sampler or pruner setting must not leave an empty study database behind
-    sampler, pruner = make_sampler(cfg, ctx.dims, ctx.base), make_pruner(cfg)
     storage = open_storage(storage_url(cfg, name), cfg.search.heartbeat_s)
     directions = ["maximize", "minimize"] if ctx.pareto else ["maximize"]
     study = optuna.create_study(
-        study_name=name, storage=storage, directions=directions, load_if_exists=True, sampler=sampler, pruner=pruner
+        study_name=name,
+        storage=storage,
+        directions=directions,
+        load_if_exists=True,
+        sampler=make_sampler(cfg, ctx.dims, ctx.base),
+        pruner=make_pruner(cfg),
     )
     study.set_user_attr("budget_flops", ctx.budget)
     study.set_user_attr("objective", cfg.search.objective)

@@ -102,6 +102,7 @@ def test_dry_run_trains_nothing(cli, tmp_path):
         ),
         (["search.sampler=annealing"], "search.sampler='annealing': allowed: tpe, nsga2, random, grid"),
         (["search.pruner=asha"], "search.pruner='asha': allowed: median, hyperband, none"),
+        (["search=families", "search.sampler=grid"], "search.sampler=grid: the space has conditional dimensions"),
         (["search.space=wide"], "search.space='wide': expected config paths with their dimensions"),
         (["search.space={model.expansion:3}"], "search.space.model.expansion=3: expected {choices: [...]} or {low"),
         (

@@ -12,6 +12,7 @@ from torch import nn
 
 import blocks
 from search.config import prepare
+from search.data import DigitsDataModule, digits_train_size
 from search.loggers import make_logger
 from search.module import Classifier
 from search.train import EpochCheckpoint, NoProfiler, build_trainer, train
@@ -81,6 +82,13 @@ def test_channels_last_trains_with_nhwc_weights(tmp_path):
     state = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
     weight = state["net.layer1.0.conv2.weight"]  # (16, 16, 3, 3): NHWC and NCHW strides differ
     assert weight.is_contiguous(memory_format=torch.channels_last) and not weight.is_contiguous()
+
+
+@pytest.mark.parametrize(("val", "test"), [(0.15, 0.15), (0.1, 0.2), (0.33, 0.33), (0.05, 0.01)])
+def test_digits_batch_check_knows_the_split_scikit_learn_makes(val, test):
+    # the batch-size check runs before any data is loaded, so it computes the split's size
+    loaded = DigitsDataModule(val_fraction=val, test_fraction=test).load()
+    assert len(loaded["train"][1]) == digits_train_size(val, test)
 
 
 def test_cifar10_from_torchvision_format(tmp_path):
