@@ -1,8 +1,6 @@
 """The Optuna search as a user runs it: budget, resume after SIGKILL, NaN trials, Pareto and selection."""
 
-import contextlib
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -22,17 +20,6 @@ FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
 def load(tmp_path, name):
     return optuna.load_study(study_name=name, storage=f"sqlite:///{tmp_path}/study.db")
-
-
-def study_exists(db, name):
-    """Read-only look at the worker's SQLite file: opening it through Optuna while the worker is still
-    creating its tables would race with it."""
-    try:
-        with contextlib.closing(sqlite3.connect(f"{db.as_uri()}?mode=ro", uri=True)) as connection:
-            rows = connection.execute("SELECT study_name FROM studies").fetchall()
-    except sqlite3.Error:
-        return False
-    return (name,) in rows
 
 
 def search_args(tmp_path, name, *extra):
@@ -122,32 +109,45 @@ def test_search_input_errors(cli, tmp_path, args, message):
     assert not (tmp_path / "runs").exists()  # no study database, no trial folders
 
 
+# Runs the search as `python -m search.run` would, but SIGKILLs the process from inside the second trained
+# trial once it has reported three epochs: a kill timed from outside can miss the trial it aims at.
+CRASHING_WORKER = """
+import os, runpy, signal, sys
+from search.module import Classifier
+
+fits = []
+def count_fits(module, stage):
+    fits.extend([stage] if stage == "fit" else [])
+
+def crash_in_second_trial(module):
+    if len(fits) == 2 and module.current_epoch == 3:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+Classifier.setup = count_fits
+Classifier.on_train_epoch_start = crash_in_second_trial
+sys.argv[0] = "search.run"
+runpy.run_module("search.run", run_name="__main__", alter_sys=True)
+"""
+
+
 @pytest.mark.slow
 def test_sigkill_mid_trial_then_resume(tmp_path):
-    # Trials long enough (30 epochs, no pruning) that the kill lands mid-trial, not between trials.
     settings = ["search.n_trials=3", "search.heartbeat_s=1", "search.pruner=none", "budget.flops=3M"]
     args = search_args(tmp_path, "crash", *settings, "trainer.max_epochs=30")
-    command = [sys.executable, "-m", "search.run", *args]
-    worker = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 300
-    while time.time() < deadline and worker.poll() is None:  # kill once one trial is done and the next trains
-        time.sleep(0.3)
-        if not study_exists(tmp_path / "study.db", "crash"):
-            continue
-        study = load(tmp_path, "crash")
-        running = [t for t in study.trials if t.state == TrialState.RUNNING and t.user_attrs.get("trained")]
-        if trained(study) and running and running[0].intermediate_values:
-            break
-    assert worker.poll() is None, "the search ended before a trial could be killed mid-training"
-    worker.send_signal(signal.SIGKILL)
-    worker.wait()
+    worker = tmp_path / "crashing_worker.py"
+    worker.write_text(CRASHING_WORKER)
+    crashed = subprocess.run([sys.executable, worker, *args], cwd=tmp_path, capture_output=True, text=True)
+    assert crashed.returncode == -signal.SIGKILL, crashed.stderr[-3000:]
     # Restart as a user would, after the dead trial went stale (4 silent 1 s heartbeats): a quicker restart
     # samples new candidates first, and one of those may repeat the killed trial's parameters and train
     # them, so that the retry is answered from that twin rather than trained.
     time.sleep(5)
     before = load(tmp_path, "crash")
-    killed = next(t for t in before.trials if t.state == TrialState.RUNNING)
+    (killed,) = [t for t in before.trials if t.state == TrialState.RUNNING]
+    assert len(killed.intermediate_values) == 3
     finished_before = {t.number: t.values for t in trained(before)}
+    assert len(finished_before) == 1
+    command = [sys.executable, "-m", "search.run", *args]
     rerun = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     after = load(tmp_path, "crash")
