@@ -74,6 +74,28 @@ class EpochCheckpoint(ModelCheckpoint):
             super().on_train_batch_end(trainer, module, *args)
 
 
+class WallClock(pl.Callback):
+    """Seconds since the job started, carried in its checkpoints: a job resumed from one counts the time its
+    earlier run spent up to that checkpoint, so the ablation table's wall time does not shrink after a crash."""
+
+    def __init__(self, start: float):
+        self.start, self.earlier_s, self.stage = start, 0.0, None
+
+    def elapsed_s(self) -> float:
+        """Wall-clock seconds of this job, earlier runs up to the checkpoint it resumed from included."""
+        return self.earlier_s + time.perf_counter() - self.start
+
+    def setup(self, trainer: pl.Trainer, module: pl.LightningModule, stage: str) -> None:
+        self.stage = stage
+
+    def state_dict(self) -> dict[str, float]:
+        return {"wall_s": self.elapsed_s()}
+
+    def load_state_dict(self, state_dict: dict[str, float]) -> None:
+        if self.stage == "fit":  # testing the best checkpoint restores callbacks too: its time is not ours
+            self.earlier_s = state_dict["wall_s"]
+
+
 def build_trainer(cfg: DictConfig, run_dir: Path, logger: Any, extra: list[pl.Callback]) -> pl.Trainer:
     """A Lightning Trainer from `conf/trainer/`, checkpointing the best `val/acc` and the last epoch under `run_dir`."""
     kwargs = trainer_kwargs(cfg)
@@ -131,7 +153,8 @@ def train(
         channels_last=cfg.trainer.channels_last,
     )
     logger = make_logger(cfg.logger, run_dir, name=name, group=group)
-    trainer = build_trainer(cfg, run_dir, logger, [*make_probes(cfg.probe, run_dir), *callbacks])
+    clock = WallClock(start)
+    trainer = build_trainer(cfg, run_dir, logger, [clock, *make_probes(cfg.probe, run_dir), *callbacks])
     if logger:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True) | {"params": cx.params, "flops": cx.flops})
     ckpt_path = str(Path(str(cfg.ckpt_path)).expanduser()) if cfg.ckpt_path else None
@@ -147,7 +170,7 @@ def train(
         "metrics": _best_val(trainer) | validated | _metrics(trainer, "test/"),
         "seed": cfg.seed,
         "overrides": overrides,
-        "wall_s": round(time.perf_counter() - start, 3),
+        "wall_s": round(clock.elapsed_s(), 3),
         "best_checkpoint": trainer.checkpoint_callback.best_model_path,
     }
     if trainer.is_global_zero:

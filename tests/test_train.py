@@ -2,6 +2,7 @@
 
 import json
 import shutil
+import time
 
 import lightning.pytorch as pl
 import pytest
@@ -46,10 +47,17 @@ def test_same_seed_reproduces_metrics_exactly(tmp_path):
 
 
 def test_resume_from_checkpoint_continues_training(tmp_path):
-    train(make_cfg(), run_dir=tmp_path / "a")
+    start = time.perf_counter()
+    first = train(make_cfg(), run_dir=tmp_path / "a")
+    assert first["wall_s"] <= time.perf_counter() - start  # testing the best checkpoint adds none of its time
     last = tmp_path / "a" / "checkpoints" / "last.ckpt"
-    train(make_cfg("trainer.max_epochs=3", f"ckpt_path={last}", "logger=csv"), run_dir=tmp_path / "b")
+    start = time.perf_counter()
+    resumed = train(make_cfg("trainer.max_epochs=3", f"ckpt_path={last}", "logger=csv"), run_dir=tmp_path / "b")
+    own_s = time.perf_counter() - start
     before = torch.load(last, weights_only=False)
+    # wall_s counts the first run's time up to its checkpoint
+    earlier_s = before["callbacks"]["WallClock"]["wall_s"]
+    assert earlier_s > 0 and earlier_s + own_s - 0.1 < resumed["wall_s"] <= earlier_s + own_s
     after = torch.load(tmp_path / "b" / "checkpoints" / "last.ckpt", weights_only=False)
     assert (before["epoch"], after["epoch"]) == (1, 2)
     assert after["global_step"] == before["global_step"] * 3 // 2
