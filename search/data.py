@@ -192,9 +192,17 @@ class LoaderDataModule(pl.LightningDataModule):
         self.batch_size, self.num_workers = batch_size, num_workers
         self.datasets: dict[str, Dataset] = {}
 
+    def load(self) -> dict[str, Dataset]:
+        """The train, val and test data sets, read from disk."""
+        raise NotImplementedError
+
+    def setup(self, stage: str | None = None) -> None:
+        if not self.datasets:
+            datasets = self.load()
+            check_batch_fits(self.batch_size, len(datasets["train"]))
+            self.datasets = datasets
+
     def _loader(self, split: str) -> DataLoader:
-        if split == "train":
-            check_batch_fits(self.batch_size, len(self.datasets[split]))
         return DataLoader(
             self.datasets[split],
             batch_size=self.batch_size,
@@ -277,9 +285,7 @@ class CIFARDataModule(LoaderDataModule):
         self.val_size, self.split_seed = val_size, split_seed
         self.in_channels, self.num_classes, self.resolution = 3, classes, 32
 
-    def setup(self, stage: str | None = None) -> None:
-        if self.datasets:
-            return
+    def load(self) -> dict[str, Dataset]:
         from torchvision.transforms import v2
 
         normalize = [v2.ToDtype(torch.float32, scale=True), v2.Normalize(*CIFAR_MEAN_STD)]
@@ -288,7 +294,7 @@ class CIFARDataModule(LoaderDataModule):
         images, labels = read_cifar(self.folder, self.files[0])
         order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(self.split_seed))
         val, train = order[: min(self.val_size, len(order) // 2)], order[min(self.val_size, len(order) // 2) :]
-        self.datasets = {
+        return {
             "train": TransformedTensors((images[train], labels[train]), augment),
             "val": TransformedTensors((images[val], labels[val]), plain),
             "test": TransformedTensors(read_cifar(self.folder, self.files[1]), plain),
@@ -309,9 +315,7 @@ class ImageFolderDataModule(LoaderDataModule):
         if self.num_classes < 2:
             raise ConfigError(f"data.root={root}: train/ holds {self.num_classes} class folders; expected 2 or more")
 
-    def setup(self, stage: str | None = None) -> None:
-        if self.datasets:
-            return
+    def load(self) -> dict[str, Dataset]:
         from torchvision import datasets
         from torchvision.transforms import v2
 
@@ -323,7 +327,7 @@ class ImageFolderDataModule(LoaderDataModule):
         augment = v2.Compose([v2.RandomResizedCrop(self.resolution), v2.RandomHorizontalFlip(), *normalize])
         plain = v2.Compose([v2.Resize(self.resolution * 8 // 7), v2.CenterCrop(self.resolution), *normalize])
         test_folder = "test" if (self.root / "test").is_dir() else "val"
-        self.datasets = {
+        return {
             "train": datasets.ImageFolder(str(self.root / "train"), augment),
             "val": datasets.ImageFolder(str(self.root / "val"), plain),
             "test": datasets.ImageFolder(str(self.root / test_folder), plain),

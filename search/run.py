@@ -6,9 +6,11 @@ one line on stderr and exit code 2, and leaves nothing behind.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
+import shutil
 import sys
 from pathlib import Path
 
@@ -43,6 +45,7 @@ def job(cfg: DictConfig) -> float:
     hydra_cfg = HydraConfig.get()
     job_dir, overrides = Path(hydra_cfg.runtime.output_dir), list(hydra_cfg.overrides.task)
     os.environ[DDP_JOB_ENV] = json.dumps({"overrides": overrides, "dir": str(job_dir)})
+    earlier_work = holds_work(job_dir)
     try:
         results = finished_results(job_dir, overrides)
         if results is not None:
@@ -55,7 +58,30 @@ def job(cfg: DictConfig) -> float:
             results = train(cfg)
         return results["metrics"].get("val/acc", 0.0)
     except ConfigError as error:  # bad input that shows only once the data is read
+        if not earlier_work:
+            remove_job_dir(job_dir)
         fail(error)
+
+
+def holds_work(job_dir: Path) -> bool:
+    """Whether a job folder holds more than what Hydra wrote when it launched the job (its config and log)."""
+    return any(path.name != ".hydra" and path.suffix != ".log" for path in job_dir.iterdir())
+
+
+def remove_job_dir(job_dir: Path) -> None:
+    """Remove a job folder this run made, and the folders above it (up to the working directory) that then
+    hold nothing but Hydra's `multirun.yaml`. Every process of a DDP job may get here: each step tolerates
+    another having done it."""
+    shutil.rmtree(job_dir, ignore_errors=True)
+    cwd = Path.cwd()
+    for folder in job_dir.parents:
+        if folder == cwd or not folder.is_relative_to(cwd):
+            return
+        with contextlib.suppress(OSError):
+            if {path.name for path in folder.iterdir()} - {"multirun.yaml"}:
+                return
+            (folder / "multirun.yaml").unlink(missing_ok=True)
+            folder.rmdir()
 
 
 def finished_results(job_dir: Path, overrides: list[str]) -> dict | None:

@@ -139,8 +139,9 @@ def train(
         run_dir, name, group, overrides = job_identity()
     else:
         name, group, overrides = run_dir.name, group or run_dir.parent.name, overrides or []
-    run_dir.mkdir(parents=True, exist_ok=True)
     parts = prepare(cfg)
+    parts.datamodule.setup("fit")  # what only the data can show wrong stops the job before anything is written
+    run_dir.mkdir(parents=True, exist_ok=True)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     net = blocks.build_model(parts.spec)
     cx = blocks.complexity(parts.spec, resolution=parts.datamodule.resolution)

@@ -194,13 +194,16 @@ def test_a_batch_larger_than_a_data_set_on_disk_is_an_error_line_exit_2(cli, tmp
     # Known only once the job reads the data: the job stops with one line, before training.
     root = write_cifar10(tmp_path / "data", per_batch=10)  # 50 training images, 25 of them held out for val
     args = ["data=cifar10", f"data.root={root}", "data.batch_size=32", "data.num_workers=0", "model=resnet20"]
-    result = cli("search.run", *args, *QUIET, f"hydra.sweep.dir={tmp_path / 'sweep'}", cwd=tmp_path)
-    assert result.returncode == 2 and "Traceback" not in result.stderr
-    assert (
-        result.stderr.strip().splitlines()[-1]
-        == "error: data.batch_size=32: larger than the training split (25 samples)"
-    )
-    assert not list(tmp_path.glob("sweep/*/results.json"))
+    sweep = tmp_path / "runs" / "sweep"
+    result = cli("search.run", *args, *QUIET, f"hydra.sweep.dir={sweep}", cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr == "error: data.batch_size=32: larger than the training split (25 samples)\n"
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["data"]  # Hydra's job and sweep folders went
+    # a job folder an earlier run left work in stays as it was
+    (sweep / "0").mkdir(parents=True)
+    (sweep / "0" / "history.csv").write_text("epoch\n0\n")
+    assert cli("search.run", *args, *QUIET, f"hydra.sweep.dir={sweep}", cwd=tmp_path).returncode == 2
+    assert (sweep / "0" / "history.csv").read_text() == "epoch\n0\n"
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a GPU")
