@@ -41,7 +41,8 @@ lint: install
 
 bench: install
 	$(PYTHON) benchmarks/complexity_speed.py
-	$(PYTHON) benchmarks/training_throughput.py
+	$(PYTHON) benchmarks/training_throughput.py --floor
+	$(PYTHON) benchmarks/search_overhead.py
 
 clean:
 	rm -rf $(VENV) outputs multirun
