@@ -159,9 +159,14 @@ def train(
     if logger:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True) | {"params": cx.params, "flops": cx.flops})
     ckpt_path = str(Path(str(cfg.ckpt_path)).expanduser()) if cfg.ckpt_path else None
-    trainer.fit(module, datamodule=parts.datamodule, ckpt_path=ckpt_path)
+    with warnings.catch_warnings():
+        if ckpt_path and Path(ckpt_path).parent == run_dir / "checkpoints":  # a job resuming in its own folder
+            warnings.filterwarnings("ignore", message="Checkpoint directory .* exists and is not empty")
+        trainer.fit(module, datamodule=parts.datamodule, ckpt_path=ckpt_path)
     validated = _metrics(trainer, "val/")
-    trainer.test(module, datamodule=parts.datamodule, ckpt_path="best", verbose=False)
+    # the best checkpoint by path: "best" would warn that there are two checkpoint callbacks on every job
+    best = trainer.checkpoint_callback.best_model_path or None
+    trainer.test(module, datamodule=parts.datamodule, ckpt_path=best, verbose=False)
     results = {
         "model": parts.spec.to_dict(),
         "params": cx.params,

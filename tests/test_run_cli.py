@@ -83,6 +83,7 @@ def test_a_killed_sweep_rerun_skips_finished_jobs_and_resumes_the_killed_one(cli
     assert result.returncode == 0, result.stderr[-3000:]
     assert f"{sweep / '0'}: finished by an earlier run" in result.stdout
     assert f"{sweep / '1'}: resuming from {sweep / '1' / 'checkpoints' / 'last.ckpt'}" in result.stdout
+    assert "exists and is not empty" not in result.stderr and "multiple `ModelCheckpoint`" not in result.stderr
     assert (sweep / "0" / "results.json").read_text() == finished  # not trained again
     assert "| expansion=2 " in result.stdout and "| expansion=4 " in result.stdout
     # every epoch is recorded once across the two runs; the killed run's logged rows are kept
