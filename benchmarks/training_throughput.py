@@ -105,10 +105,8 @@ class PlainLoop:
         self.optimizer = instantiate(cfg.optim.optimizer)(self.net.parameters())
         self.schedule = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=epochs * len(self.batches))
         self.loss_fn = torch.nn.CrossEntropyLoss()
-        self.epochs_s = 0.0  # time spent in epochs
 
     def epoch(self) -> None:
-        start = time.perf_counter()
         self.net.train()
         with torch.enable_grad():
             for images, labels in self.batches:
@@ -117,7 +115,6 @@ class PlainLoop:
                 loss.backward()
                 self.optimizer.step()
                 self.schedule.step()
-        self.epochs_s += time.perf_counter() - start
 
     def steady_s(self) -> float:
         return median_step(self.marks, len(self.batches))
