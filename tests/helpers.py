@@ -1,9 +1,11 @@
-"""Shared test helpers: composing real configs, and writing small data sets in their real formats."""
+"""Shared test helpers: composing real configs, crashing a run on cue, and writing small data sets in their
+real formats."""
 
 from __future__ import annotations
 
 import csv
 import pickle
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +14,36 @@ from PIL import Image
 from search.config import compose_config
 
 FAST = ["trainer.max_epochs=2", "logger=none", "trainer.progress_refresh=0"]
+
+
+# `python -m search.run ARGS` through runpy, SIGKILLed from inside when the FIT-th fit of the process starts its
+# epoch EPOCH: a kill timed from outside can miss the training it aims at.
+CRASHING_RUN = """
+import os, runpy, signal, sys
+from search.module import Classifier
+
+fit, epoch, fits = int(sys.argv.pop(1)), int(sys.argv.pop(1)), []
+
+def count_fits(module, stage):
+    fits.extend([stage] if stage == "fit" else [])
+
+def crash_on_cue(module):
+    if len(fits) == fit and module.current_epoch == epoch:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+Classifier.setup = count_fits
+Classifier.on_train_epoch_start = crash_on_cue
+sys.argv[0] = "search.run"
+runpy.run_module("search.run", run_name="__main__", alter_sys=True)
+"""
+
+
+def crashing_run(tmp_path: Path, *args: str, fit: int, epoch: int) -> list[str]:
+    """The command line of `python -m search.run ARGS` that SIGKILLs itself as the `fit`-th training of the
+    process (counting from 1) starts epoch `epoch` (counting from 0)."""
+    script = tmp_path / "crashing_run.py"
+    script.write_text(CRASHING_RUN)
+    return [sys.executable, str(script), str(fit), str(epoch), *args]
 
 
 def make_cfg(*overrides: str):

@@ -1,11 +1,8 @@
 """`python -m search.run` as a user runs it: sweeps, the ablation table, DDP, and bad input."""
 
 import json
-import os
 import signal
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -14,7 +11,7 @@ from hydra import initialize_config_module
 
 import blocks
 from search.run import CONFIG_MODULE, hydra_settings, launcher_name
-from tests.helpers import read_csv, write_cifar10
+from tests.helpers import crashing_run, read_csv, write_cifar10
 
 QUIET = ["logger=none", "trainer.progress_refresh=0"]
 
@@ -62,22 +59,14 @@ def test_a_killed_sweep_rerun_skips_finished_jobs_and_resumes_the_killed_one(cli
         "trainer.progress_refresh=0",
         f"hydra.sweep.dir={sweep}",
     ]
-    command = [sys.executable, "-m", "search.run", *args]
-    first = subprocess.Popen(
-        command, cwd=tmp_path, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    deadline = time.time() + 300
-    while not (sweep / "1" / "checkpoints" / "last.ckpt").exists():  # job 1 has trained an epoch or more
-        assert first.poll() is None and time.time() < deadline, "the sweep ended before it could be killed"
-        time.sleep(0.2)
-    time.sleep(1)
-    os.killpg(first.pid, signal.SIGKILL)
-    first.wait()
+    # killed as job 1 starts its ninth epoch, after metrics.csv was first written (at step 100, in epoch 5)
+    first = subprocess.run(crashing_run(tmp_path, *args, fit=2, epoch=8), cwd=tmp_path, capture_output=True)
+    assert first.returncode == -signal.SIGKILL, first.stderr[-3000:]
     assert not (sweep / "1" / "results.json").exists()
     finished = (sweep / "0" / "results.json").read_text()
-    metrics = sweep / "1" / "csv" / "metrics.csv"  # written every 100 steps: may not be there yet
-    logged_before = {r["epoch"] for r in read_csv(metrics) if r["val/acc"]} if metrics.exists() else set()
-    resumed = torch.load(sweep / "1" / "checkpoints" / "last.ckpt", weights_only=False)["epoch"] + 1
+    metrics = sweep / "1" / "csv" / "metrics.csv"
+    logged_before = {r["epoch"] for r in read_csv(metrics) if r["val/acc"]}
+    assert logged_before and torch.load(sweep / "1" / "checkpoints" / "last.ckpt", weights_only=False)["epoch"] == 7
 
     result = cli("search.run", *args, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -89,7 +78,7 @@ def test_a_killed_sweep_rerun_skips_finished_jobs_and_resumes_the_killed_one(cli
     # every epoch is recorded once across the two runs; the killed run's logged rows are kept
     assert [int(r["epoch"]) for r in read_csv(sweep / "1" / "history.csv")] == list(range(30))
     logged = {r["epoch"] for r in read_csv(metrics) if r["val/acc"]}
-    assert logged_before <= logged and {str(epoch) for epoch in range(resumed, 30)} <= logged
+    assert logged_before <= logged and {str(epoch) for epoch in range(8, 30)} <= logged
 
 
 def test_a_sweep_dir_holding_other_results_is_refused(cli, tmp_path):

@@ -13,7 +13,7 @@ from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
 import blocks
-from tests.helpers import FAST, read_csv
+from tests.helpers import FAST, crashing_run, read_csv
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
@@ -109,34 +109,13 @@ def test_search_input_errors(cli, tmp_path, args, message):
     assert not (tmp_path / "runs").exists()  # no study database, no trial folders
 
 
-# Runs the search as `python -m search.run` would, but SIGKILLs the process from inside the second trained
-# trial once it has reported three epochs: a kill timed from outside can miss the trial it aims at.
-CRASHING_WORKER = """
-import os, runpy, signal, sys
-from search.module import Classifier
-
-fits = []
-def count_fits(module, stage):
-    fits.extend([stage] if stage == "fit" else [])
-
-def crash_in_second_trial(module):
-    if len(fits) == 2 and module.current_epoch == 3:
-        os.kill(os.getpid(), signal.SIGKILL)
-
-Classifier.setup = count_fits
-Classifier.on_train_epoch_start = crash_in_second_trial
-sys.argv[0] = "search.run"
-runpy.run_module("search.run", run_name="__main__", alter_sys=True)
-"""
-
-
 @pytest.mark.slow
 def test_sigkill_mid_trial_then_resume(tmp_path):
     settings = ["search.n_trials=3", "search.heartbeat_s=1", "search.pruner=none", "budget.flops=3M"]
     args = search_args(tmp_path, "crash", *settings, "trainer.max_epochs=30")
-    worker = tmp_path / "crashing_worker.py"
-    worker.write_text(CRASHING_WORKER)
-    crashed = subprocess.run([sys.executable, worker, *args], cwd=tmp_path, capture_output=True, text=True)
+    # killed in epoch 4 of the second trained trial
+    crashing = crashing_run(tmp_path, *args, fit=2, epoch=3)
+    crashed = subprocess.run(crashing, cwd=tmp_path, capture_output=True, text=True)
     assert crashed.returncode == -signal.SIGKILL, crashed.stderr[-3000:]
     # Restart as a user would, after the dead trial went stale (4 silent 1 s heartbeats): a quicker restart
     # samples new candidates first, and one of those may repeat the killed trial's parameters and train
