@@ -24,7 +24,7 @@ from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from omegaconf import DictConfig, OmegaConf
 
 import blocks
-from search.errors import ConfigError
+from search.errors import ConfigError, check_count
 
 MODEL_SHORTCUTS = ("expansion", "depths", "widths")
 
@@ -53,12 +53,9 @@ def compose_config(*overrides: str) -> DictConfig:
         return compose("config", overrides=list(overrides))
 
 
-def check_int(cfg: DictConfig, key: str, minimum: int) -> int:
-    """The integer at dotted `key`, or a ConfigError naming it."""
-    value = OmegaConf.select(cfg, key)
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        raise ConfigError(f"{key}={value!r}: expected an integer >= {minimum}")
-    return value
+def check_int(cfg: DictConfig, key: str, minimum: int, why: str = "") -> int:
+    """The integer >= `minimum` at dotted `key`, or a ConfigError naming it (`why` ends its message)."""
+    return check_count(key, OmegaConf.select(cfg, key), minimum, why)
 
 
 def check_number(cfg: DictConfig, key: str, low: float, high: float = math.inf, *, low_open: bool = False) -> float:
@@ -96,9 +93,8 @@ def _check_trainer(cfg: DictConfig) -> None:
     check_int(cfg, "trainer.num_nodes", 1)
     check_int(cfg, "trainer.log_every_n_steps", 1)
     check_int(cfg, "trainer.progress_refresh", 0)
-    devices = cfg.trainer.devices
-    if devices != "auto" and (not isinstance(devices, int) or isinstance(devices, bool) or devices < 1):
-        raise ConfigError(f"trainer.devices={devices!r}: expected an integer >= 1 or auto")
+    if cfg.trainer.devices != "auto":
+        check_int(cfg, "trainer.devices", 1, " or auto")
     check_choice(cfg, "trainer.accelerator", ("auto", "gpu", *sorted(AcceleratorRegistry.available_accelerators())))
     check_choice(cfg, "trainer.strategy", ("auto", *StrategyRegistry.available_strategies()))
 

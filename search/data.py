@@ -14,7 +14,7 @@ import lightning.pytorch as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from search.errors import ConfigError
+from search.errors import ConfigError, check_count
 
 Split = tuple[torch.Tensor, torch.Tensor]
 DIGITS_SAMPLES = 1797  # scikit-learn's bundled digits
@@ -23,12 +23,6 @@ DIGITS_SAMPLES = 1797  # scikit-learn's bundled digits
 def digits_train_size(val_fraction: float, test_fraction: float) -> int:
     """Samples in the digits' training split: scikit-learn's train_test_split holds out ceil(fraction * n)."""
     return DIGITS_SAMPLES - math.ceil((val_fraction + test_fraction) * DIGITS_SAMPLES)
-
-
-def check_count(key: str, value: object, minimum: int, why: str = "") -> None:
-    """A ConfigError naming `data.KEY` unless `value` is an integer >= `minimum`."""
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        raise ConfigError(f"data.{key}={value!r}: expected an integer >= {minimum}{why}")
 
 
 def check_batch_fits(batch_size: int, train_size: int) -> None:
@@ -75,7 +69,7 @@ class InMemoryDataModule(pl.LightningDataModule):
 
     def __init__(self, batch_size: int, in_channels: int, num_classes: int, resolution: int, seed: int = 0):
         super().__init__()
-        check_count("batch_size", batch_size, 1)
+        check_count("data.batch_size", batch_size, 1)
         self.batch_size, self.seed = batch_size, seed
         self.in_channels, self.num_classes, self.resolution = in_channels, num_classes, resolution
         self.splits: dict[str, Split] = {}
@@ -152,7 +146,7 @@ class FakeDataModule(InMemoryDataModule):
         self, size: int = 2048, resolution: int = 32, in_channels: int = 3, classes: int = 10, batch_size: int = 128
     ):
         super().__init__(batch_size, in_channels=in_channels, num_classes=classes, resolution=resolution)
-        check_count("size", size, 4, " (val and test hold a quarter each)")
+        check_count("data.size", size, 4, " (val and test hold a quarter each)")
         check_batch_fits(batch_size, size)
         self.size = size
 
@@ -187,8 +181,8 @@ class LoaderDataModule(pl.LightningDataModule):
 
     def __init__(self, batch_size: int, num_workers: int):
         super().__init__()
-        check_count("batch_size", batch_size, 1)
-        check_count("num_workers", num_workers, 0, " (0 loads in the main process)")
+        check_count("data.batch_size", batch_size, 1)
+        check_count("data.num_workers", num_workers, 0, " (0 loads in the main process)")
         self.batch_size, self.num_workers = batch_size, num_workers
         self.datasets: dict[str, Dataset] = {}
 

@@ -3,3 +3,11 @@
 
 class ConfigError(ValueError):
     """Bad user input outside the model config (data, trainer, storage...); reaches the CLI as exit code 2."""
+
+
+def check_count(key: str, value: object, minimum: int, why: str = "") -> int:
+    """`value` if it is an integer >= `minimum` (booleans are not), else a ConfigError naming `key`;
+    `why` ends the message."""
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        raise ConfigError(f"{key}={value!r}: expected an integer >= {minimum}{why}")
+    return value

@@ -25,7 +25,8 @@ from search.module import Classifier
 fit, epoch, fits = int(sys.argv.pop(1)), int(sys.argv.pop(1)), []
 
 def count_fits(module, stage):
-    fits.extend([stage] if stage == "fit" else [])
+    if stage == "fit":
+        fits.append(stage)
 
 def crash_on_cue(module):
     if len(fits) == fit and module.current_epoch == epoch:

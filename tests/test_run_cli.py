@@ -153,6 +153,7 @@ BAD_INPUT = {
     "model.colour=red": "model.colour: unknown field 'colour'; allowed: block, widths",
     "expansion=2,4,3": "model.expansion=3: stage 1 width 64 / expansion 3",
     "optim.optimizer.lr=0": "optim.optimizer.lr=0: expected a number in (0, inf)",
+    "trainer.devices=0": "trainer.devices=0: expected an integer >= 1 or auto",
     "trainer.accelerator=nosuch": "trainer.accelerator='nosuch': allowed: auto, gpu, cpu, cuda, mps, tpu",
     "trainer.strategy=nosuch": "trainer.strategy='nosuch': allowed: auto, ddp, ddp_spawn",
     "trainer.accelerator=mps": "trainer.accelerator=mps: not available on this machine; available here: cpu",
