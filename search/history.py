@@ -6,24 +6,46 @@ import csv
 from pathlib import Path
 
 import lightning.pytorch as pl
+from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 
 HISTORY_COLUMNS = ["epoch", "step", "train/loss", "val/loss", "val/acc", "val/acc_top5"]
 
 
+def drop_epochs_from(path: Path, epoch: int) -> None:
+    """Rewrite the CSV file at `path` (if any) without its rows of epoch `epoch` and later.
+
+    A run resumed from the checkpoint that ends epoch `epoch - 1` trains those epochs again: the rows an
+    interrupted run wrote for them describe weights that were never saved, and would appear twice.
+    """
+    if not path.is_file():
+        return
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        rows = [row for row in reader if float(row["epoch"]) < epoch]
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, reader.fieldnames or [])
+        writer.writeheader()
+        writer.writerows(rows)
+    tmp.replace(path)  # a crash leaves the old file, never half of one
+
+
 class EpochHistory(pl.Callback):
-    """Appends one row per validation epoch (rank zero only)."""
+    """Appends one row per validation epoch (rank zero only). After a resume it first drops the rows of the
+    epochs trained again, from `history.csv` and from a CSV logger's `metrics.csv`."""
 
     def __init__(self, path: Path):
         self.path = path
 
     def on_train_start(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
-        # A run resumed from a checkpoint trains the epochs after it again: rows an interrupted run wrote for
-        # them describe weights that were never saved.
-        if trainer.current_epoch == 0 or not trainer.is_global_zero or not self.path.exists():
+        if trainer.current_epoch == 0 or not trainer.is_global_zero:
             return
-        with open(self.path, newline="") as f:
-            rows = [row for row in csv.DictReader(f) if int(row["epoch"]) < trainer.current_epoch]
-        self._write(rows, mode="w")
+        logged = [
+            Path(lg.log_dir) / ExperimentWriter.NAME_METRICS_FILE for lg in trainer.loggers if isinstance(lg, CSVLogger)
+        ]
+        for path in (self.path, *logged):
+            drop_epochs_from(path, trainer.current_epoch)
 
     def on_validation_epoch_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
         if trainer.sanity_checking or not trainer.is_global_zero:
@@ -31,13 +53,12 @@ class EpochHistory(pl.Callback):
         metrics = trainer.callback_metrics
         row = {"epoch": trainer.current_epoch, "step": trainer.global_step}
         row |= {k: float(metrics[k]) for k in HISTORY_COLUMNS[2:] if k in metrics}
-        self._write([row], mode="a")
+        self._append(row)
 
-    def _write(self, rows: list[dict], mode: str) -> None:
-        """Rows into the file, opened with `mode` ("w" or "a"); the header goes at the top of a new file."""
-        header = mode == "w" or not self.path.exists()
-        with open(self.path, mode, newline="") as f:
+    def _append(self, row: dict) -> None:
+        header = not self.path.exists()
+        with open(self.path, "a", newline="") as f:
             writer = csv.DictWriter(f, HISTORY_COLUMNS)
             if header:
                 writer.writeheader()
-            writer.writerows(rows)
+            writer.writerow(row)

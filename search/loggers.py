@@ -46,8 +46,8 @@ class BufferedCSVLogger(CSVLogger):
     Lightning's trainer calls `save()` after every `log_metrics`, so the stock logger reopens and appends to
     its file on every logging step whatever `flush_logs_every_n_steps` says (lightning#4664, "won't fix"):
     real time on the small networks a search trains. A crash loses at most that many steps of rows;
-    `history.csv` is written every epoch regardless. A run resumed in the same folder appends to the rows
-    of the run it resumes.
+    `history.csv` is written every epoch regardless. A run resumed in the same folder keeps the rows of the
+    run it resumes, up to the checkpoint it resumes from (`EpochHistory` drops the rest).
     """
 
     @property

@@ -65,7 +65,7 @@ def test_resume_from_checkpoint_continues_training(tmp_path):
     assert trained_epochs == {"2"}  # only the third epoch ran after resuming
 
 
-def test_last_checkpoint_is_every_epoch_and_history_drops_epochs_trained_again(tmp_path):
+def test_last_checkpoint_is_every_epoch_and_resume_drops_rows_of_epochs_trained_again(tmp_path):
     seen = []
 
     class LastEpoch(pl.Callback):
@@ -75,13 +75,18 @@ def test_last_checkpoint_is_every_epoch_and_history_drops_epochs_trained_again(t
             if trainer.current_epoch == 2:
                 shutil.copy(tmp_path / "checkpoints" / "last.ckpt", tmp_path / "epoch1.ckpt")
 
+    csv_every_step = ["trainer.max_epochs=4", "logger=csv", "logger.flush_logs_every_n_steps=1"]
     # a learning rate too small to improve val/acc: Lightning's save_last would keep the first epoch's
-    train(make_cfg("trainer.max_epochs=4", "optim.optimizer.lr=1e-9"), run_dir=tmp_path, callbacks=(LastEpoch(),))
+    train(make_cfg(*csv_every_step, "optim.optimizer.lr=1e-9"), run_dir=tmp_path, callbacks=(LastEpoch(),))
     assert seen == [0, 1, 2]
-    # as if the run had been killed after writing epoch 3's history row but saving epoch 1's checkpoint:
+    # as if the run had been killed after writing epoch 3's rows but saving epoch 1's checkpoint:
     # resuming trains epochs 2 and 3 again, and their earlier rows go
-    train(make_cfg("trainer.max_epochs=4", f"ckpt_path={tmp_path / 'epoch1.ckpt'}"), run_dir=tmp_path)
+    train(make_cfg(*csv_every_step, f"ckpt_path={tmp_path / 'epoch1.ckpt'}"), run_dir=tmp_path)
     assert [row["epoch"] for row in read_csv(tmp_path / "history.csv")] == ["0", "1", "2", "3"]
+    logged = read_csv(tmp_path / "csv" / "metrics.csv")
+    assert [row["epoch"] for row in logged if row["val/acc"]] == ["0", "1", "2", "3"]
+    steps = [int(row["step"]) for row in logged]
+    assert steps == sorted(steps) and len(logged) > 4  # the train/loss rows too, each once
 
 
 def test_channels_last_trains_with_nhwc_weights(tmp_path):
