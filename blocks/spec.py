@@ -144,23 +144,25 @@ def _show(value: Any) -> str:
     return repr(value) if isinstance(value, str) else str(value)
 
 
-def _is_int(value: Any) -> bool:
+def is_int(value: Any) -> bool:
+    """Whether `value` is an integer (a YAML or command-line boolean is not)."""
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _is_number(value: Any) -> bool:
+def is_number(value: Any) -> bool:
+    """Whether `value` is a finite real number (a boolean is not)."""
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _check_int(spec: ModelSpec, name: str, minimum: int) -> None:
     value = getattr(spec, name)
-    if not _is_int(value) or value < minimum:
+    if not is_int(value) or value < minimum:
         raise _fail(name, value, f"expected an integer >= {minimum}")
 
 
 def _check_int_list(spec: ModelSpec, name: str, length: int | None) -> None:
     value = getattr(spec, name)
-    if not isinstance(value, tuple) or not value or not all(_is_int(v) and v >= 1 for v in value):
+    if not isinstance(value, tuple) or not value or not all(is_int(v) and v >= 1 for v in value):
         raise _fail(name, value, "expected a non-empty list of integers >= 1, one per stage")
     if length is not None and len(value) != length:
         raise _fail(name, value, f"expected {length} values, one per stage (as many as depths)")
@@ -189,7 +191,7 @@ def _validate(spec: ModelSpec) -> None:
         _check_int(spec, name, minimum)
     for name in ("stride_in_1x1", "zero_init_residual"):
         _check_choice(spec, name, (True, False))
-    if not _is_number(spec.dropout) or not 0 <= spec.dropout < 1:
+    if not is_number(spec.dropout) or not 0 <= spec.dropout < 1:
         raise _fail("dropout", spec.dropout, "expected a probability in [0, 1)")
     _validate_expansion(spec)
     _validate_groups(spec)
@@ -198,7 +200,7 @@ def _validate(spec: ModelSpec) -> None:
 def _validate_expansion(spec: ModelSpec) -> None:
     value = spec.expansion
     per_stage = value if isinstance(value, tuple) else (value,)
-    if not all(_is_number(e) and e > 0 for e in per_stage):
+    if not all(is_number(e) and e > 0 for e in per_stage):
         raise _fail("expansion", value, "expected a number > 0, or a list of one per stage")
     if isinstance(value, tuple) and len(value) != spec.num_stages:
         raise _fail("expansion", value, f"expected {spec.num_stages} values, one per stage")

@@ -24,6 +24,7 @@ from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from omegaconf import DictConfig, OmegaConf
 
 import blocks
+from blocks.spec import is_number
 from search.errors import ConfigError, check_count
 
 MODEL_SHORTCUTS = ("expansion", "depths", "widths")
@@ -61,8 +62,7 @@ def check_int(cfg: DictConfig, key: str, minimum: int, why: str = "") -> int:
 def check_number(cfg: DictConfig, key: str, low: float, high: float = math.inf, *, low_open: bool = False) -> float:
     """The number at dotted `key` in [low, high) (or (low, high)), or a ConfigError naming it."""
     value = OmegaConf.select(cfg, key)
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    if not ok or value < low or value >= high or (low_open and value == low):
+    if not is_number(value) or value < low or value >= high or (low_open and value == low):
         interval = f"{'(' if low_open else '['}{low:g}, {high:g})"
         raise ConfigError(f"{key}={value!r}: expected a number in {interval}")
     return value

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import functools
 import itertools
-import math
 import re
 import time
 from collections.abc import Iterator, Mapping
@@ -22,6 +21,7 @@ import optuna
 import yaml
 
 import blocks
+from blocks.spec import is_number
 from blocks.table import markdown_table
 from search.errors import ConfigError
 
@@ -102,7 +102,7 @@ def parse_space(space: Mapping[str, Any]) -> list[Dimension]:
         if choices is not None and (not isinstance(choices, (list, tuple)) or not choices):
             raise ConfigError(f"{where}.choices={choices!r}: expected a non-empty list")
         low, high = entry.get("low"), entry.get("high")
-        if choices is None and not (_is_number(low) and _is_number(high) and low <= high):
+        if choices is None and not (is_number(low) and is_number(high) and low <= high):
             raise ConfigError(
                 f"{where}: expected choices: [...] or numbers low <= high (got low={low!r}, high={high!r})"
             )
@@ -134,10 +134,6 @@ def _flatten(space: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             flat[path] = entry
     return flat
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 @functools.cache
