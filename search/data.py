@@ -12,6 +12,7 @@ from pathlib import Path
 
 import lightning.pytorch as pl
 import torch
+from lightning.pytorch.accelerators import CUDAAccelerator
 from torch.utils.data import DataLoader, Dataset
 
 from search.errors import ConfigError, check_count
@@ -203,9 +204,13 @@ class LoaderDataModule(pl.LightningDataModule):
             shuffle=split == "train",
             drop_last=split == "train",
             num_workers=self.num_workers,
-            pin_memory=True,
+            pin_memory=self._trains_on_cuda(),
             persistent_workers=self.num_workers > 0,
         )
+
+    def _trains_on_cuda(self) -> bool:
+        # Page-locked batches speed up copies to a CUDA device only; elsewhere torch warns that pinning is moot.
+        return self.trainer is not None and isinstance(self.trainer.accelerator, CUDAAccelerator)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train")

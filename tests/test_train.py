@@ -3,11 +3,14 @@
 import json
 import shutil
 import time
+import warnings
+from types import SimpleNamespace
 
 import lightning.pytorch as pl
 import pytest
 import torch
 from hydra.utils import instantiate
+from lightning.pytorch.accelerators import CPUAccelerator, CUDAAccelerator
 from lightning.pytorch.profilers import SimpleProfiler
 from torch import nn
 
@@ -115,10 +118,22 @@ def test_cifar10_from_torchvision_format(tmp_path):
         "trainer.max_epochs=1",
         *TINY_RESNET,
     )
-    results = train(cfg, run_dir=tmp_path / "run")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        results = train(cfg, run_dir=tmp_path / "run")
+    assert not [w for w in caught if "pin_memory" in str(w.message)]  # pinning is for CUDA copies only
     assert results["resolution"] == 32 and results["model"]["num_classes"] == 10
     assert results["flops"] == blocks.complexity("resnet20", resolution=32, depths=[1, 1, 1]).flops
     assert 0 <= results["metrics"]["test/acc"] <= 1
+
+
+@pytest.mark.parametrize(("accelerator", "pinned"), [(CUDAAccelerator(), True), (CPUAccelerator(), False)])
+def test_file_loaders_pin_memory_for_cuda_only(tmp_path, accelerator, pinned):
+    cfg = make_cfg("data=cifar10", f"data.root={write_cifar10(tmp_path)}", "data.val_size=20", "data.batch_size=16")
+    datamodule = prepare(cfg).datamodule
+    datamodule.setup("fit")
+    datamodule.trainer = SimpleNamespace(accelerator=accelerator)
+    assert datamodule.train_dataloader().pin_memory is pinned
 
 
 def test_image_folder(tmp_path):
