@@ -6,6 +6,7 @@ Nothing is downloaded: a missing data set is a `ConfigError` naming where it was
 from __future__ import annotations
 
 import math
+import os
 import pickle
 from collections.abc import Iterator
 from pathlib import Path
@@ -177,14 +178,25 @@ def _existing_root(root: str | None, expected: str) -> Path:
     return path
 
 
+MAX_AUTO_WORKERS = 8
+
+
+def worker_count(num_workers: int | str) -> int:
+    """DataLoader worker processes: `num_workers`, or for "auto" one per CPU this process may use, at most 8
+    (more than the CPUs makes torch warn, and on small machines slows loading down)."""
+    if num_workers == "auto":
+        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        return min(MAX_AUTO_WORKERS, cpus)
+    return check_count("data.num_workers", num_workers, 0, " or auto (0 loads in the main process)")
+
+
 class LoaderDataModule(pl.LightningDataModule):
     """Base for file-backed data sets read through torch DataLoaders with workers."""
 
-    def __init__(self, batch_size: int, num_workers: int):
+    def __init__(self, batch_size: int, num_workers: int | str):
         super().__init__()
         check_count("data.batch_size", batch_size, 1)
-        check_count("data.num_workers", num_workers, 0, " (0 loads in the main process)")
-        self.batch_size, self.num_workers = batch_size, num_workers
+        self.batch_size, self.num_workers = batch_size, worker_count(num_workers)
         self.datasets: dict[str, Dataset] = {}
 
     def load(self) -> dict[str, Dataset]:
@@ -268,7 +280,7 @@ class CIFARDataModule(LoaderDataModule):
         batch_size: int = 128,
         val_size: int = 5000,
         split_seed: int = 0,
-        num_workers: int = 4,
+        num_workers: int | str = "auto",
     ):
         super().__init__(batch_size, num_workers)
         if classes not in CIFAR_FILES:
@@ -303,7 +315,9 @@ class CIFARDataModule(LoaderDataModule):
 class ImageFolderDataModule(LoaderDataModule):
     """ImageNet-style folders: root/train, root/val and optionally root/test (else val serves as test)."""
 
-    def __init__(self, root: str | None = None, resolution: int = 224, batch_size: int = 256, num_workers: int = 8):
+    def __init__(
+        self, root: str | None = None, resolution: int = 224, batch_size: int = 256, num_workers: int | str = "auto"
+    ):
         super().__init__(batch_size, num_workers)
         self.root = _existing_root(root, "train/ and val/ class folders")
         for split in ("train", "val"):

@@ -166,7 +166,7 @@ BAD_INPUT = {
     "+optim.optimizer.colour=red": "optim.optimizer: SGD.__init__() got an unexpected keyword argument 'colour'",
     "data.batch_size=1258": "data.batch_size=1258: larger than the training split (1257 samples)",
     "data=fake data.size=3": "data.size=3: expected an integer >= 4 (val and test hold a quarter each)",
-    "data=imagefolder data.root=. data.num_workers=-1": "data.num_workers=-1: expected an integer >= 0",
+    "data=imagefolder data.root=. data.num_workers=-1": "data.num_workers=-1: expected an integer >= 0 or auto",
 }
 
 

@@ -1,6 +1,7 @@
 """`train(cfg)` on real composed configs and real (small) data."""
 
 import json
+import os
 import shutil
 import time
 import warnings
@@ -134,6 +135,16 @@ def test_file_loaders_pin_memory_for_cuda_only(tmp_path, accelerator, pinned):
     datamodule.setup("fit")
     datamodule.trainer = SimpleNamespace(accelerator=accelerator)
     assert datamodule.train_dataloader().pin_memory is pinned
+
+
+@pytest.mark.parametrize(("cpus", "workers"), [(2, 2), (32, 8)])
+def test_file_loaders_default_to_a_worker_per_cpu_at_most_8(tmp_path, monkeypatch, cpus, workers):
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(cpus)))
+    data = ["data=imagefolder", f"data.root={write_image_folder(tmp_path)}"]
+    assert make_cfg(*data).data.num_workers == "auto"
+    assert prepare(make_cfg(*data)).datamodule.num_workers == workers
+    # an explicit count is kept, even above the CPUs
+    assert prepare(make_cfg(*data, "data.num_workers=3")).datamodule.num_workers == 3
 
 
 def test_image_folder(tmp_path):
