@@ -47,7 +47,8 @@ class EpochHistory(pl.Callback):
         for path in (self.path, *logged):
             drop_epochs_from(path, trainer.current_epoch)
 
-    def on_validation_epoch_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+    def on_validation_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+        # not on_validation_epoch_end: callbacks get that hook before the module logs the epoch's metrics
         if trainer.sanity_checking or not trainer.is_global_zero:
             return
         metrics = trainer.callback_metrics

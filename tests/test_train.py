@@ -40,6 +40,10 @@ def test_results_json_fields_and_complexity(tmp_path):
     # every logged training step reached the file, though it is written in batches
     train_steps = [int(row["step"]) for row in logged if row["train/loss"]]
     assert train_steps == list(range(9, train_steps[-1] + 1, 10)) and train_steps[-1] >= 29
+    # history.csv holds each epoch's own validation metrics, as the logger got them, the last one included
+    val_logged = {row["epoch"]: float(row["val/acc"]) for row in logged if row["val/acc"]}
+    history = {row["epoch"]: float(row["val/acc"]) for row in read_csv(tmp_path / "history.csv")}
+    assert history == val_logged and history["1"] == results["metrics"]["val/acc"]
 
 
 def test_same_seed_reproduces_metrics_exactly(tmp_path):
