@@ -17,7 +17,8 @@ from omegaconf import DictConfig
 
 from blocks.table import markdown_table
 
-METRICS = {"val top-1 (%)": "val/acc", "test top-1 (%)": "test/acc"}
+# val/acc_best: the epoch whose checkpoint the test evaluates, so both columns describe the same weights
+METRICS = {"val top-1 (%)": "val/acc_best", "test top-1 (%)": "test/acc"}
 
 
 def load_results(sweep_dir: Path) -> list[dict[str, Any]]:
@@ -86,7 +87,8 @@ def write_ablation(sweep_dir: Path) -> str | None:
     shared = " ".join(shared_overrides(results)) or "none"
     table = (
         f"Shared by every run: {shared}\n{markdown(rows)}\n"
-        "FLOPs are multiply-accumulates at the data's resolution; accuracies are mean ± std over seeds."
+        "FLOPs are multiply-accumulates at the data's resolution; accuracies are mean ± std over seeds, "
+        "both of the best val epoch's checkpoint."
     )
     (sweep_dir / "ablation.md").write_text(table + "\n")
     return table

@@ -69,7 +69,7 @@ def sweep_report(sweep: Path) -> tuple[str, list[Figure], dict[str, list[dict]],
             }
         )
     edf = {
-        s: ([(1 - r["metrics"]["val/acc"]) * 100 for _, r in m], [r["flops"] for _, r in m])
+        s: ([(1 - r["metrics"]["val/acc_best"]) * 100 for _, r in m], [r["flops"] for _, r in m])
         for s, m in by_setting.items()
     }
     histories = {

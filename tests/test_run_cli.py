@@ -10,6 +10,7 @@ import torch
 from hydra import initialize_config_module
 
 import blocks
+from search.ablation import ablation_rows
 from search.run import CONFIG_MODULE, hydra_settings, launcher_name
 from tests.helpers import crashing_run, read_csv, write_cifar10
 
@@ -94,6 +95,14 @@ def test_a_sweep_dir_holding_other_results_is_refused(cli, tmp_path):
     assert json.loads((job / "results.json").read_text())["overrides"] == ["expansion=8"]
 
 
+def test_table_accuracies_are_of_the_tested_checkpoint():
+    # the last epoch's val/acc (0.5) would pair the test accuracy with other weights than the ones tested
+    metrics = {"val/acc": 0.5, "val/acc_best": 0.9, "test/acc": 0.8}
+    result = {"overrides": ["expansion=2"], "params": 1, "flops": 2, "metrics": metrics, "wall_s": 3.0}
+    (row,) = ablation_rows([result])
+    assert (row["val top-1 (%)"], row["test top-1 (%)"]) == ("90.00", "80.00")
+
+
 @pytest.mark.slow
 def test_seeds_aggregate_to_mean_and_std(cli, tmp_path):
     result = cli(
@@ -108,14 +117,16 @@ def test_seeds_aggregate_to_mean_and_std(cli, tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     rows = read_csv(tmp_path / "ablation.csv")
     assert [(r["setting"], r["seeds"]) for r in rows] == [("expansion=2", "2"), ("expansion=8", "2")]
-    by_setting = {}
-    for r in sweep_results(tmp_path):
-        by_setting.setdefault(r["model"]["expansion"], []).append(r["metrics"]["test/acc"] * 100)
-    for row in rows:
-        accs = by_setting[int(row["setting"].split("=")[1])]
-        mean, std = (float(x) for x in row["test top-1 (%)"].split(" ± "))
-        assert mean == pytest.approx(sum(accs) / 2, abs=0.006)
-        assert std == pytest.approx(abs(accs[0] - accs[1]) / 2**0.5, abs=0.006)  # sample std of two values
+    # both accuracies are of the checkpoint the test evaluated: the best val epoch's
+    for column, metric in (("test top-1 (%)", "test/acc"), ("val top-1 (%)", "val/acc_best")):
+        by_setting = {}
+        for r in sweep_results(tmp_path):
+            by_setting.setdefault(r["model"]["expansion"], []).append(r["metrics"][metric] * 100)
+        for row in rows:
+            accs = by_setting[int(row["setting"].split("=")[1])]
+            mean, std = (float(x) for x in row[column].split(" ± "))
+            assert mean == pytest.approx(sum(accs) / 2, abs=0.006)
+            assert std == pytest.approx(abs(accs[0] - accs[1]) / 2**0.5, abs=0.006)  # sample std of two values
 
 
 @pytest.mark.slow
