@@ -2,23 +2,24 @@
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
 import torch
 
+from search.history import append_rows, drop_epochs_from
 from search.module import is_logging_step
 
-GRADFLOW_COLUMNS = ["step", "block", "depth", "output_grad_norm", "branch_grad_norm", "skip_grad_norm"]
+GRADFLOW_COLUMNS = ["epoch", "step", "block", "depth", "output_grad_norm", "branch_grad_norm", "skip_grad_norm"]
 
 
 class GradientFlow(pl.Callback):
     """Per block and logged step: L2 norms of dL/d(output), and of dL/d(input) through branch and skip.
 
     dL/dx = branch part + skip part. A tensor hook on the block's input gives the sum, a backward
-    hook on the branch's first layer the branch part; the skip part is their difference.
+    hook on the branch's first layer the branch part; the skip part is their difference. Rows reach the CSV
+    file at the end of each epoch; a resumed run drops those of the epochs it trains again.
     """
 
     def __init__(self, csv_path: Path):
@@ -63,6 +64,7 @@ class GradientFlow(pl.Callback):
                 continue
             skip = grads["input"] - grads["branch"]
             row = {
+                "epoch": trainer.current_epoch,
                 "step": trainer.global_step,
                 "block": name,
                 "depth": depth,
@@ -72,17 +74,19 @@ class GradientFlow(pl.Callback):
             }
             self.rows.append(row)
             if trainer.logger:
-                trainer.logger.log_metrics(
-                    {f"gradflow/{name}/{k}": row[k] for k in GRADFLOW_COLUMNS[3:]}, step=trainer.global_step
-                )
+                # with the epoch, as Lightning logs its own metrics: a resumed run drops rows by epoch
+                metrics = {f"gradflow/{name}/{k}": row[k] for k in GRADFLOW_COLUMNS[4:]}
+                trainer.logger.log_metrics(metrics | {"epoch": row["epoch"]}, step=trainer.global_step)
         self.pending = {}
 
-    def on_train_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+    def on_train_start(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
         if trainer.is_global_zero:
-            with open(self.csv_path, "w", newline="") as f:
-                writer = csv.DictWriter(f, GRADFLOW_COLUMNS)
-                writer.writeheader()
-                writer.writerows(self.rows)
+            drop_epochs_from(self.csv_path, trainer.current_epoch)
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+        if trainer.is_global_zero and self.rows:
+            append_rows(self.csv_path, GRADFLOW_COLUMNS, self.rows)
+        self.rows = []
 
 
 def make_probes(cfg: dict[str, Any], run_dir: Path) -> list[pl.Callback]:

@@ -83,7 +83,7 @@ def test_last_checkpoint_is_every_epoch_and_resume_drops_rows_of_epochs_trained_
             if trainer.current_epoch == 2:
                 shutil.copy(tmp_path / "checkpoints" / "last.ckpt", tmp_path / "epoch1.ckpt")
 
-    csv_every_step = ["trainer.max_epochs=4", "logger=csv", "logger.flush_logs_every_n_steps=1"]
+    csv_every_step = ["trainer.max_epochs=4", "logger=csv", "logger.flush_logs_every_n_steps=1", "probe=gradflow"]
     # a learning rate too small to improve val/acc: Lightning's save_last would keep the first epoch's
     train(make_cfg(*csv_every_step, "optim.optimizer.lr=1e-9"), run_dir=tmp_path, callbacks=(LastEpoch(),))
     assert seen == [0, 1, 2]
@@ -95,6 +95,9 @@ def test_last_checkpoint_is_every_epoch_and_resume_drops_rows_of_epochs_trained_
     assert [row["epoch"] for row in logged if row["val/acc"]] == ["0", "1", "2", "3"]
     steps = [int(row["step"]) for row in logged]
     assert steps == sorted(steps) and len(logged) > 4  # the train/loss rows too, each once
+    flows = read_csv(tmp_path / "gradflow.csv")
+    written = [(row["step"], row["block"]) for row in flows]
+    assert len(written) == len(set(written)) and {row["epoch"] for row in flows} == {"0", "1", "2", "3"}
 
 
 def test_channels_last_trains_with_nhwc_weights(tmp_path):
