@@ -21,10 +21,10 @@ from blocks.table import markdown_table
 METRICS = {"val top-1 (%)": "val/acc_best", "test top-1 (%)": "test/acc"}
 
 
-def load_results(sweep_dir: Path) -> list[dict[str, Any]]:
-    """Every job's `results.json` under `sweep_dir`, in job order."""
+def load_results(sweep_dir: Path) -> dict[Path, dict[str, Any]]:
+    """Every job's `results.json` under `sweep_dir` by job folder, in job order."""
     paths = sorted(sweep_dir.glob("*/results.json"), key=lambda p: (len(p.parent.name), p.parent.name))
-    return [json.loads(p.read_text()) for p in paths]
+    return {p.parent: json.loads(p.read_text()) for p in paths}
 
 
 def shared_overrides(results: list[dict[str, Any]]) -> list[str]:
@@ -79,7 +79,7 @@ def write_csv(path: Path, rows: Sequence[dict[str, Any]]) -> None:
 
 def write_ablation(sweep_dir: Path) -> str | None:
     """Write `ablation.csv` and `ablation.md` in `sweep_dir`; return the Markdown (None if no results)."""
-    results = load_results(sweep_dir)
+    results = list(load_results(sweep_dir).values())
     if not results:
         return None
     rows = ablation_rows(results)

@@ -24,8 +24,8 @@ from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from omegaconf import DictConfig, OmegaConf
 
 import blocks
-from blocks.spec import is_number
-from search.errors import ConfigError, check_count
+from blocks.spec import is_int, is_number
+from search.errors import ConfigError
 
 MODEL_SHORTCUTS = ("expansion", "depths", "widths")
 
@@ -52,6 +52,14 @@ def compose_config(*overrides: str) -> DictConfig:
     """The config `python -m search.run OVERRIDES` composes for one job (for tests, benchmarks, tools)."""
     with initialize_config_module("conf", version_base="1.3"):
         return compose("config", overrides=list(overrides))
+
+
+def check_count(key: str, value: object, minimum: int, why: str = "") -> int:
+    """`value` if it is an integer >= `minimum` (booleans are not), else a ConfigError naming `key`;
+    `why` ends the message."""
+    if not is_int(value) or value < minimum:
+        raise ConfigError(f"{key}={value!r}: expected an integer >= {minimum}{why}")
+    return value
 
 
 def check_int(cfg: DictConfig, key: str, minimum: int, why: str = "") -> int:

@@ -16,7 +16,8 @@ import torch
 from lightning.pytorch.accelerators import CUDAAccelerator
 from torch.utils.data import DataLoader, Dataset
 
-from search.errors import ConfigError, check_count
+from search.config import check_count
+from search.errors import ConfigError
 
 Split = tuple[torch.Tensor, torch.Tensor]
 DIGITS_SAMPLES = 1797  # scikit-learn's bundled digits

@@ -1,4 +1,5 @@
-"""`history.csv` in every run directory: epoch-level metrics for training curves, whatever the logger."""
+"""`history.csv` in every run directory: epoch-level metrics for training curves, whatever the logger; and the
+row helpers a run's CSV files share (appending, and dropping the epochs a resumed run trains again)."""
 
 from __future__ import annotations
 

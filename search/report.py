@@ -48,14 +48,14 @@ def sweep_report(sweep: Path) -> tuple[str, list[Figure], dict[str, list[dict]],
     """(title, figures, tables, summary HTML) of a Hydra sweep folder."""
     if not sweep.is_dir():
         raise ConfigError(f"{sweep}: no such sweep folder")
-    results = load_results(sweep)
-    if not results:
+    by_job = load_results(sweep)
+    if not by_job:
         raise ConfigError(f"{sweep}: no finished runs in it (no */results.json)")
+    results = list(by_job.values())
     shared = shared_overrides(results)
-    runs = sorted(sweep.glob("*/results.json"), key=lambda p: (len(p.parent.name), p.parent.name))
     by_setting: dict[str, list[tuple[Path, dict]]] = {}
-    for path, result in zip(runs, results, strict=True):
-        by_setting.setdefault(setting_of(result, shared), []).append((path.parent, result))
+    for job_dir, result in by_job.items():
+        by_setting.setdefault(setting_of(result, shared), []).append((job_dir, result))
     rows = []
     for setting, members in by_setting.items():
         accs = [r["metrics"]["test/acc"] * 100 for _, r in members]
